@@ -1,0 +1,1 @@
+"""Triton kernels of rdfer, installed as rdfer.kernels."""

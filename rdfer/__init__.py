@@ -1,0 +1,24 @@
+"""rdfer: robust dynamic facial expression recognition, fast.
+
+Public API: RDFER (the model), load_model (from a checkpoint), load_config and Config (the config schema).
+Imported lazily, so `python -m rdfer.data ...` does not pay for importing torch and the model.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["RDFER", "Config", "load_config", "load_model", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "RDFER":
+        from rdfer.models import RDFER
+
+        return RDFER
+    if name in ("Config", "load_config"):
+        from rdfer import config
+
+        return getattr(config, name)
+    if name == "load_model":
+        from rdfer.evaluate import load_model
+
+        return load_model
+    raise AttributeError(f"module 'rdfer' has no attribute {name!r}")

@@ -1,0 +1,21 @@
+"""python -m rdfer.data {summary,synth} ...: inspect a dataset, or generate the SynthDFER benchmark."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rdfer.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from rdfer.data import summary, synth
+
+    summary.add_arguments(sub.add_parser("summary", help="clips per split and per class, as JSON"))
+    synth.add_arguments(sub.add_parser("synth", help="generate the SynthDFER benchmark"))
+    args = parser.parse_args(argv)
+    return {"summary": summary.run, "synth": synth.run}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

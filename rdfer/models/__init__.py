@@ -1,0 +1,3 @@
+from rdfer.models.rdfer_net import RDFER
+
+__all__ = ["RDFER"]

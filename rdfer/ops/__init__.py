@@ -1,0 +1,1 @@
+"""Dispatch layer: each op has a PyTorch twin and a fast path."""
