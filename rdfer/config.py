@@ -1,0 +1,261 @@
+"""The configuration schema: nested dataclasses, loaded from YAML plus `section.key=value` overrides.
+
+Defaults are SPEC.md's (the paper's setting) except where a field says "package's choice". Unknown keys and
+values of the wrong type are errors that name the key; nothing is silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGED = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # dfew | ferv39k | mafw | manifest | synthetic
+    root: str | None = None  # dataset root (the manifest CSV for "manifest"); synthetic: None = cache folder
+    fold: int = 1
+    source: str | None = None  # frames | video; None = the dataset's default
+    options: dict = field(default_factory=dict)  # extra reader options, e.g. {split_dir: anno} for MAFW
+    num_frames: int = 64  # T: frames loaded per clip
+    image_size: int = 112
+    batch_size: int = 128  # global batch
+    workers: int | None = None  # None: min(cores, 8)
+    loader: str = "auto"  # auto | dali | torch
+    skip_bad: bool = False
+    synth_preset: str = "quick"  # SynthDFER, when dataset is synthetic and root is None
+    synth_noise: float = 0.2
+    synth_noise_kind: str = "symmetric"  # symmetric | pairs
+    synth_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"  # resnet18 | resnet50 | small
+    pretrained: str | None = None  # local torchvision-layout state dict for the frame encoders
+    tsm: bool = False
+    feature_dim: int = 512
+    lstm_hidden: int = 512
+    lstm_layers: int = 2
+    heads: int = 8
+    synopsis_frames: int = 16  # Ls
+    clips: int = 4  # K
+    clip_length: int = 4  # L
+    stride: float = 4.0  # frames between a clip's frames on the T-frame timeline
+    learned_positions: bool = False  # package's choice: off (the index path carries no gradient to it)
+    output: str = "detail"  # detail | average (of detail and synopsis video logits)
+    dropout: float = 0.0
+
+
+@dataclass
+class RobustConfig:
+    enabled: bool = True  # off: plain (label-smoothed) cross-entropy, every weight 1
+    warmup: float = 0.2  # share of epochs before categories change weights
+    a_min: float = 0.75
+    s_max: float = 0.2
+    noisy_weight: float = 0.1
+    momentum: float = 0.9
+    relabel: bool = False
+    relabel_margin: float = 0.5
+    use_ema: bool = True  # package's choice: categorise on the per-sample EMAs of A and S
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 10
+    min_lr: float = 5e-6
+    label_smoothing: float = 0.1
+    synopsis_weight: float = 0.1
+    instance_weight: float = 0.1
+    position_weight: float = 0.1
+    grad_clip: float | None = None
+    max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class RunConfig:
+    seed: int = 42
+    out: str = "runs/rdfer"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    eval_every: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("data", "dataset"): ("dfew", "ferv39k", "mafw", "manifest", "synthetic"),
+    ("data", "source"): (None, "frames", "video"),
+    ("data", "loader"): ("auto", "dali", "torch"),
+    ("data", "synth_noise_kind"): ("symmetric", "pairs"),
+    ("model", "encoder"): ("resnet18", "resnet50", "small"),
+    ("model", "output"): ("detail", "average"),
+    ("run", "amp"): ("auto", "bf16", "off"),
+    ("run", "channels_last"): ("auto", "on", "off"),
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing), {})  # noqa: S307
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is dict:
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _merge(cfg: Config, tree: dict, origin: str) -> None:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: the config must be a mapping of sections, got {type(tree).__name__}")
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    for name, body in tree.items():
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section {name!r}; sections are {sorted(sections)}")
+        section = getattr(cfg, name)
+        if not isinstance(body, dict):
+            raise ConfigError(f"{origin}: section {name!r} must be a mapping")
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        hints = typing.get_type_hints(type(section))
+        for key, value in body.items():
+            if key not in fields:
+                raise ConfigError(f"{origin}: unknown key {name}.{key}; {name} has {sorted(fields)}")
+            setattr(section, key, _coerce(value, hints[key], f"{origin}: {name}.{key}"))
+
+
+def validate(cfg: Config) -> Config:
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key} must be one of {[c for c in choices if c]}, got {value!r}")
+    m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.robust
+    checks = [
+        (d.num_frames > 0 and d.num_frames % m.synopsis_frames == 0,
+         f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})"),
+        (d.image_size >= 16, f"data.image_size must be at least 16, got {d.image_size}"),
+        (d.batch_size >= 1, f"data.batch_size must be at least 1, got {d.batch_size}"),
+        ((2 * m.lstm_hidden) % m.heads == 0, f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})"),
+        (m.clips >= 1 and m.clip_length >= 1, "model.clips and model.clip_length must be at least 1"),
+        (not m.tsm or m.synopsis_frames % 4 == 0,
+         f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must divide by 4"),
+        (m.stride > 0, f"model.stride must be positive, got {m.stride}"),
+        (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (o.epochs >= 1, f"optim.epochs must be at least 1, got {o.epochs}"),
+        (o.lr > 0 and o.min_lr >= 0, "optim.lr must be positive and optim.min_lr non-negative"),
+        (0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
+        (o.max_bad_steps >= 1, "optim.max_bad_steps must be at least 1"),
+        (0 <= r.warmup <= 1, f"robust.warmup is a share of epochs in [0, 1], got {r.warmup}"),
+        (0 <= r.momentum < 1, f"robust.momentum must be in [0, 1), got {r.momentum}"),
+        (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
+        (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def parse_override(text: str) -> dict:
+    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=1e-3")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return {parts[0]: {parts[1]: value}}
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    packaged = PACKAGED / f"{name_or_path}.yaml"
+    if not packaged.exists():
+        names = sorted(f.stem for f in PACKAGED.glob("*.yaml"))
+        raise ConfigError(f"no config file {p} and no packaged config named {name_or_path!r} (packaged: {names})")
+    return packaged
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Defaults <- a YAML file or packaged name (e.g. "quick", "dfew") or a dict <- overrides."""
+    cfg = Config()
+    if isinstance(source, dict):
+        _merge(cfg, source, "config")
+    elif source is not None:
+        path = resolve_path(source)
+        _merge(cfg, yaml.safe_load(path.read_text()) or {}, str(path))
+    for text in overrides:
+        _merge(cfg, parse_override(text), f"override {text!r}")
+    return validate(cfg)
+
+
+def from_dict(tree: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, tree, "checkpoint config")
+    return validate(cfg)
+
+
+def diff(a: Config, b: Config, sections=("data", "model", "robust", "optim")) -> list[str]:
+    """Keys whose values differ, as 'section.key: a != b'."""
+    out = []
+    da, db = a.to_dict(), b.to_dict()
+    for s in sections:
+        for k in da[s]:
+            if da[s][k] != db[s][k]:
+                out.append(f"{s}.{k}: {da[s][k]!r} != {db[s][k]!r}")
+    return out

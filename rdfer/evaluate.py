@@ -1,0 +1,134 @@
+"""python -m rdfer.evaluate --checkpoint P [--dataset ... --root ... --fold K]: UAR, WAR, per-class recall and
+the confusion matrix of a checkpoint on a test split, as JSON (and a PNG on request).
+
+Sampling is deterministic (segment centres, no augmentation) and every clip is evaluated: no batch is dropped.
+A clip that cannot be read is an error, or with --skip-bad is left out and listed in the JSON under "skipped".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rdfer import checkpoint, runtime
+from rdfer.config import Config, RunConfig, from_dict, load_config
+from rdfer.data.loader import SkipReport, make_loader
+from rdfer.data.prepare import load_splits
+from rdfer.metrics import confusion_matrix, summarize
+from rdfer.models import RDFER
+
+
+@torch.no_grad()
+def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, progress: bool = False):
+    """Video logits [N, C] (float32, CPU), labels [N] and sample ids [N] of every clip the loader yields."""
+    model.eval()
+    logits, labels, ids, skipped = [], [], [], SkipReport()
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
+        skipped.add(batch)
+        if batch["frames"].shape[0] == 0:
+            continue
+        with runtime.autocast(device, run):
+            out = model(batch["frames"].to(device, non_blocking=True))
+        logits.append(out["logits"].float().cpu())
+        labels.append(batch["label"])
+        ids.append(batch["sample_id"])
+    if not logits:
+        raise RuntimeError("evaluation saw no readable clip")
+    return torch.cat(logits), torch.cat(labels), torch.cat(ids), skipped
+
+
+def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False) -> dict:
+    logits, labels, _, skipped = predict_loader(model, loader, device, run, progress)
+    metrics = summarize(confusion_matrix(logits.argmax(-1), labels, len(classes)), classes)
+    metrics["skipped"] = skipped.entries
+    return metrics
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> RDFER:
+    """An RDFER model in eval mode from a checkpoint written by rdfer.train (last.pt or best.pt)."""
+    state = checkpoint.load(Path(path))
+    cfg = from_dict(state["config"])
+    model = RDFER(cfg.model, len(state["classes"]), cfg.data.num_frames)
+    model.load_state_dict(state["model"])
+    model.classes = tuple(state["classes"])
+    model.run_config = cfg
+    return model.to(device).eval()
+
+
+def plot_confusion(metrics: dict, classes, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = torch.tensor(metrics["confusion"], dtype=torch.float64)
+    norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(classes), 1 + 0.7 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"WAR {100 * metrics['war']:.2f}  UAR {100 * metrics['uar']:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rdfer.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", help="default: the checkpoint's")
+    p.add_argument("--root", help="default: the checkpoint's")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out and list them")
+    p.add_argument("--output", help="write the JSON here too")
+    p.add_argument("--png", help="write the confusion matrix as a PNG here")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    device = runtime.pick_device(args.device)
+    model = load_model(args.checkpoint, device)
+    cfg: Config = model.run_config
+    overrides = [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root), ("fold", args.fold),
+                                               ("batch_size", args.batch_size), ("workers", args.workers))
+                 if v is not None]
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    cfg = load_config(cfg.to_dict(), overrides)
+    progress = not args.no_progress and sys.stderr.isatty()
+    train_split, test_split = load_splits(cfg.data, progress)
+    split = test_split if args.split == "test" else train_split
+    if tuple(split.classes) != model.classes:
+        print(f"error: the checkpoint's classes {model.classes} are not {args.split} split's {split.classes}",
+              file=sys.stderr)
+        return 2
+    loader = make_loader(split, batch_size=cfg.data.batch_size, train=False, num_frames=cfg.data.num_frames,
+                         image_size=cfg.data.image_size, workers=cfg.data.workers, seed=cfg.run.seed,
+                         skip_bad=cfg.data.skip_bad)
+    metrics = evaluate_loader(model, loader, device, cfg.run, split.classes, progress)
+    result = {"checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "fold": cfg.data.fold,
+              "split": args.split, "classes": list(split.classes), **metrics}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    if args.png:
+        plot_confusion(metrics, split.classes, Path(args.png))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

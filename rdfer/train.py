@@ -1,0 +1,307 @@
+"""python -m rdfer.train: config -> data -> model -> robust training loop -> checkpoints, logs, noisy list.
+
+With no arguments it trains the packaged `quick` config: SynthDFER `quick` (generated once into
+~/.cache/rdfer, or $RDFER_CACHE) with the small CPU encoder, on whatever device is there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rdfer import checkpoint, runtime
+from rdfer.config import Config, ConfigError, diff, from_dict, load_config
+from rdfer.data.loader import SkipReport, make_loader, set_loader_epoch
+from rdfer.data.prepare import load_splits
+from rdfer.evaluate import evaluate_loader
+from rdfer.models import RDFER
+from rdfer.ops.agreement import CATEGORY_NAMES, AgreementParams
+from rdfer.robust.loss import rdfer_loss
+from rdfer.robust.memory import AgreementMemory
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+class _Interrupted(Exception):
+    """Raised by the stop_after_steps test hook: the run ends as if killed, writing nothing."""
+
+
+def agreement_params(cfg: Config) -> AgreementParams:
+    r = cfg.robust
+    return AgreementParams(r.a_min, r.s_max, r.noisy_weight, r.momentum, r.relabel, r.relabel_margin, r.use_ema)
+
+
+def lr_lambda(cfg: Config, steps_per_epoch: int):
+    """Per-iteration linear warm-up, then cosine down to min_lr (SPEC §4), as a factor of optim.lr."""
+    o = cfg.optim
+    total = o.epochs * steps_per_epoch
+    warm = int(o.warmup_epochs * steps_per_epoch)
+    floor = o.min_lr / o.lr
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(total - warm, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True,
+          stop_after_steps: int | None = None) -> dict:
+    """Train one fold. Returns the summary (also written to run.out/summary.json)."""
+    rank, world = runtime.world()
+    if world > 1:
+        raise NotImplementedError("multi-process training (torchrun) is not supported yet: run one process")
+    out = Path(cfg.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = runtime.pick_device(cfg.run.device)
+    runtime.seed_everything(cfg.run.seed)
+    train_split, test_split = load_splits(cfg.data, progress)
+    classes = train_split.classes
+
+    model = RDFER(cfg.model, len(classes), cfg.data.num_frames).to(device)
+    if runtime.use_channels_last(device, cfg.run):
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    steps_per_epoch = len(train_split) // cfg.data.batch_size
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max(steps_per_epoch, 1)))
+    memory = AgreementMemory(len(train_split), device)
+    params = agreement_params(cfg)
+    warmup_epochs = round(cfg.robust.warmup * cfg.optim.epochs)
+
+    start_epoch, step, history = 0, 0, []
+    if resume is not None:
+        state = checkpoint.load(Path(resume))
+        changed = diff(from_dict(state["config"]), cfg)
+        if changed:
+            raise ConfigError(f"{resume} was made with another config; differing keys:\n  " + "\n  ".join(changed))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        memory.load_state_dict(state["memory"])
+        runtime.set_rng_state(state["rng"])
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        print(f"resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+
+    loader_args = dict(batch_size=cfg.data.batch_size, num_frames=cfg.data.num_frames,
+                       image_size=cfg.data.image_size, workers=cfg.data.workers, seed=cfg.run.seed,
+                       skip_bad=cfg.data.skip_bad, pin_memory=device.type == "cuda")
+    train_loader = make_loader(train_split, train=True, **loader_args)
+    test_loader = make_loader(test_split, train=False, **loader_args)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"))
+    bad_in_a_row = 0
+    try:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            set_loader_epoch(train_loader, epoch)
+            warm = cfg.robust.enabled and epoch >= warmup_epochs
+            model.train()
+            skipped = SkipReport()
+            sums = torch.zeros(4, device=device)  # loss sum, correct, samples, non-finite steps
+            categories = torch.zeros(3, device=device)
+            t0 = time.perf_counter()
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            for batch in bar:
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    raise _Interrupted
+                skipped.add(batch)
+                frames = batch["frames"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                ids = batch["sample_id"].to(device, non_blocking=True)
+                with runtime.autocast(device, cfg.run):
+                    result = model(frames)
+                before = memory.ema[ids].clone()
+                stats = memory.observe(result["detail_instance_logits"], labels, ids, params, warm)
+                loss, parts = rdfer_loss(result, stats.target, stats.weight, cfg.optim, cfg.data.num_frames)
+                if not torch.isfinite(loss):
+                    memory.ema[ids] = before  # a non-finite step leaves no trace in the memory either
+                    optimizer.zero_grad(set_to_none=True)
+                    bad_in_a_row += 1
+                    sums[3] += 1
+                    if bad_in_a_row >= cfg.optim.max_bad_steps:
+                        raise TrainingError(
+                            f"{bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
+                            f"step {step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
+                            f"The last complete checkpoint is {out / 'last.pt'}")
+                    continue
+                bad_in_a_row = 0
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                n = labels.numel()
+                sums += torch.stack([loss.detach() * n, (result["logits"].argmax(-1) == labels).sum(),
+                                     torch.tensor(n, device=device), torch.zeros((), device=device)])
+                categories += torch.bincount(stats.category, minlength=3)[:3]
+            loss_sum, correct, seen, nonfinite = sums.tolist()
+            row = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "lr": scheduler.get_last_lr()[0],
+                "warm": warm,
+                "nonfinite_steps": int(nonfinite),
+                "skipped_train_clips": len(skipped),
+                "seconds": time.perf_counter() - t0,
+                **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories.tolist())},
+            }
+            if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+                metrics = evaluate_loader(model, test_loader, device, cfg.run, classes, progress=progress)
+                row.update(test_war=metrics["war"], test_uar=metrics["uar"], skipped_test_clips=len(metrics["skipped"]))
+            history.append(row)
+            _log(row, writer, out, skipped)
+            state = {
+                "epoch": epoch, "step": step, "config": cfg.to_dict(), "classes": list(classes),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "memory": memory.state_dict(),
+                "rng": runtime.rng_state(), "history": history,
+            }
+            checkpoint.save(out / "last.pt", state)
+            if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in history):
+                checkpoint.save(out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
+    except _Interrupted:
+        return {"interrupted_at_step": step}
+    finally:
+        writer.close()
+
+    flagged = memory.write_noisy(out / "noisy_samples.csv", [r.key for r in train_split.records],
+                                 [r.label for r in train_split.records], classes)
+    summary = _summary(history, flagged, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _log(row: dict, writer, out: Path, skipped: SkipReport) -> None:
+    for k, v in row.items():
+        if isinstance(v, (int, float)) and k != "epoch":
+            writer.add_scalar(k, v, row["epoch"])
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
+    test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
+    print(f"epoch {row['epoch']}: loss={row['loss']:.4f} train_acc={row['train_acc']:.4f}{test} "
+          f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s", file=sys.stderr)
+    if len(skipped):
+        print(skipped.summary(), file=sys.stderr)
+
+
+def _summary(history: list[dict], flagged: int, out: Path) -> dict:
+    evaluated = [h for h in history if "test_war" in h]
+    best = max(evaluated, key=lambda h: h["test_war"])  # the field's convention: best-WAR epoch, its own UAR
+    last = evaluated[-1]
+    pick = lambda h: {"epoch": h["epoch"], "war": h["test_war"], "uar": h["test_uar"]}  # noqa: E731
+    return {"best_war_epoch": pick(best), "last_epoch": pick(last), "noisy_flagged": flagged,
+            "out": str(out), "history": history}
+
+
+def parse_folds(text: str) -> list[int]:
+    """'1-5' -> [1..5]; '1,3' -> [1, 3]."""
+    folds = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        folds += list(range(int(lo), int(hi or lo) + 1))
+    return folds
+
+
+def train_folds(cfg: Config, folds: list[int], progress: bool = True) -> dict:
+    rows, base = [], Path(cfg.run.out)
+    for k in folds:
+        fold_cfg = load_config(cfg.to_dict(), [f"data.fold={k}", f"run.out={base / f'fold{k}'}"])
+        s = train(fold_cfg, progress=progress)
+        rows.append({"fold": k, **{f"best_{m}": s["best_war_epoch"][m] for m in ("war", "uar", "epoch")},
+                     **{f"last_{m}": s["last_epoch"][m] for m in ("war", "uar")}})
+    keys = ("best_war", "best_uar", "last_war", "last_uar")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    table = ["| fold | best-WAR epoch | WAR | UAR | last WAR | last UAR |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['fold']} | {r['best_epoch']} | {100 * r['best_war']:.2f} | {100 * r['best_uar']:.2f} | "
+              f"{100 * r['last_war']:.2f} | {100 * r['last_uar']:.2f} |" for r in rows]
+    table.append(f"| mean | | {100 * mean['best_war']:.2f} | {100 * mean['best_uar']:.2f} | "
+                 f"{100 * mean['last_war']:.2f} | {100 * mean['last_uar']:.2f} |")
+    result = {"folds": rows, "mean": mean}
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "folds.json").write_text(json.dumps(result, indent=2) + "\n")
+    (base / "folds.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rdfer.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="quick",
+                   help="a YAML file, or a packaged config: quick (default), dfew, ferv39k, mafw")
+    p.add_argument("--dataset", help="dfew | ferv39k | mafw | manifest | synthetic")
+    p.add_argument("--root", help="dataset root (for manifest: the train CSV)")
+    p.add_argument("--fold", type=int, help="fold to train (DFEW, MAFW: 1..5)")
+    p.add_argument("--folds", help="several folds in turn, e.g. 1-5; ends with the per-fold and mean table")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", help="output folder (checkpoints, logs, TensorBoard, noisy_samples.csv)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", nargs="?", const="", default=None,
+                   help="resume from a checkpoint (default: OUT/last.pt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="config overrides section.key=value, e.g. optim.lr=1e-4")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    shortcuts = {"dataset": "data.dataset", "root": "data.root", "fold": "data.fold", "epochs": "optim.epochs",
+                 "batch_size": "data.batch_size", "device": "run.device", "out": "run.out", "seed": "run.seed"}
+    overrides = [f"{key}={getattr(args, name)}" for name, key in shortcuts.items() if getattr(args, name) is not None]
+    return load_config(args.config, [*overrides, *args.overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.folds:
+        if args.resume is not None:
+            print("error: --resume resumes one fold; use --fold K --out DIR/foldK --resume", file=sys.stderr)
+            return 2
+        train_folds(cfg, parse_folds(args.folds), progress)
+        return 0
+    resume = None if args.resume is None else (args.resume or Path(cfg.run.out) / "last.pt")
+    try:
+        summary = train(cfg, resume=resume, progress=progress)
+    except (TrainingError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    b, last = summary["best_war_epoch"], summary["last_epoch"]
+    print(json.dumps({"best_war_epoch": b, "last_epoch": last, "noisy_flagged": summary["noisy_flagged"],
+                      "out": summary["out"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

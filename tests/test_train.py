@@ -1,0 +1,141 @@
+"""The training loop end to end on SynthDFER `tiny`, generated once for this module."""
+import json
+import math
+
+import pytest
+import torch
+
+from rdfer import checkpoint
+from rdfer import train as train_module
+from rdfer.config import ConfigError, load_config
+from rdfer.data.synth import generate
+from rdfer.evaluate import load_model
+from rdfer.evaluate import main as evaluate_main
+from rdfer.train import TrainingError, main as train_main, parse_folds, train
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate("tiny", tmp_path_factory.mktemp("synth") / "tiny", seed=0, noise=0.3, progress=False)
+
+
+def tiny_config(root, out, *extra):
+    return load_config(None, [
+        "data.dataset=synthetic", f"data.root={root}", "data.num_frames=16", "data.image_size=32",
+        "data.batch_size=8", "data.workers=0", "model.encoder=small", "model.feature_dim=16",
+        "model.lstm_hidden=8", "model.lstm_layers=1", "model.heads=2", "model.synopsis_frames=8",
+        "model.clip_length=2", "model.stride=2", "optim.epochs=3", "optim.lr=2e-3", "optim.warmup_epochs=1",
+        "robust.warmup=0.34", f"run.out={out}", *extra])
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_train_writes_everything_a_user_needs(tiny_root, tmp_path):
+    summary = train(tiny_config(tiny_root, tmp_path), progress=False)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert summary["history"][0]["warm"] is False and summary["history"][1]["warm"] is True
+    for row in summary["history"]:
+        assert 0 <= row["test_war"] <= 1 and 0 <= row["test_uar"] <= 1
+        assert row["share_easy"] + row["share_hard"] + row["share_noisy"] == pytest.approx(1)
+    for name in ("last.pt", "best.pt", "summary.json", "noisy_samples.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    header = (tmp_path / "noisy_samples.csv").read_text().splitlines()[0]
+    assert header == "sample_id,key,given_label,majority_class,A,S"
+    assert summary["best_war_epoch"]["war"] == max(h["test_war"] for h in summary["history"])
+
+
+def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tiny_root, tmp_path):
+    whole = train(tiny_config(tiny_root, tmp_path / "whole"), progress=False)
+    cfg = tiny_config(tiny_root, tmp_path / "cut")
+    steps_per_epoch = 42 // 8  # tiny: 42 training clips, the last partial batch dropped
+    assert train(cfg, progress=False, stop_after_steps=steps_per_epoch + 2) == {
+        "interrupted_at_step": steps_per_epoch + 2}
+    assert checkpoint.load(tmp_path / "cut" / "last.pt")["epoch"] == 0  # only epoch 1 completed
+    resumed = train(cfg, resume=tmp_path / "cut" / "last.pt", progress=False)
+    assert without_timing(resumed["history"]) == without_timing(whole["history"])
+    a = checkpoint.load(tmp_path / "whole" / "last.pt")
+    b = checkpoint.load(tmp_path / "cut" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["memory"]["ema"].nan_to_num(-1), b["memory"]["ema"].nan_to_num(-1))
+    assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (tmp_path / "cut" / "noisy_samples.csv").read_text()
+
+
+def test_a_half_written_checkpoint_is_never_read(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, tmp_path, "optim.epochs=2")
+    train(cfg, progress=False, stop_after_steps=6)  # epoch 1 complete (5 steps) -> last.pt holds epoch 0
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def dies_while_writing(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, resume=tmp_path / "last.pt", progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "last.pt").read_bytes() == before  # the rename never happened
+    assert not list(tmp_path.glob(".*.tmp"))  # and the temporary file is gone
+    (tmp_path / "broken.pt").write_bytes(before[: len(before) // 2])
+    with pytest.raises(ValueError, match="broken.pt is not a readable rdfer checkpoint"):
+        checkpoint.load(tmp_path / "broken.pt")
+    assert train(cfg, resume=tmp_path / "last.pt", progress=False)["last_epoch"]["epoch"] == 2
+
+
+def test_resume_with_another_config_is_refused(tiny_root, tmp_path):
+    train(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), progress=False)
+    other = tiny_config(tiny_root, tmp_path, "optim.epochs=1", "optim.lr=0.01", "model.lstm_hidden=16")
+    with pytest.raises(ConfigError) as info:
+        train(other, resume=tmp_path / "last.pt", progress=False)
+    assert "made with another config" in str(info.value)
+    assert "optim.lr: 0.002 != 0.01" in str(info.value) and "model.lstm_hidden: 8 != 16" in str(info.value)
+
+
+def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tiny_root, tmp_path, monkeypatch):
+    real = train_module.rdfer_loss
+    calls = {"n": 0}
+
+    def nan_at_second_step(*args, **kwargs):
+        calls["n"] += 1
+        total, parts = real(*args, **kwargs)
+        return (total * math.nan if calls["n"] == 2 else total), parts
+
+    monkeypatch.setattr(train_module, "rdfer_loss", nan_at_second_step)
+    summary = train(tiny_config(tiny_root, tmp_path / "one", "optim.epochs=1"), progress=False)
+    assert summary["history"][0]["nonfinite_steps"] == 1
+    assert math.isfinite(summary["history"][0]["loss"])
+
+    monkeypatch.setattr(train_module, "rdfer_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, {}))
+    with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss"):
+        train(tiny_config(tiny_root, tmp_path / "all", "optim.max_bad_steps=3"), progress=False)
+
+
+def test_evaluate_cli_matches_training_and_covers_every_clip(tiny_root, tmp_path, capsys):
+    summary = train(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), progress=False)
+    capsys.readouterr()
+    png = tmp_path / "cm.png"
+    assert evaluate_main(["--checkpoint", str(tmp_path / "last.pt"), "--png", str(png), "--no-progress",
+                          "--output", str(tmp_path / "eval.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads((tmp_path / "eval.json").read_text())
+    assert result["num_clips"] == 14 and sum(map(sum, result["confusion"])) == 14  # tiny: 14 test clips
+    assert result["war"] == summary["last_epoch"]["war"] and result["uar"] == summary["last_epoch"]["uar"]
+    assert set(result["per_class_recall"]) == set(result["classes"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = load_model(tmp_path / "best.pt")
+    assert not model.training and model.classes == tuple(result["classes"])
+
+
+def test_train_cli_reports_bad_config_keys(tmp_path, capsys):
+    assert train_main(["--out", str(tmp_path), "optim.lrr=1"]) == 2
+    assert "unknown key optim.lrr" in capsys.readouterr().err
+
+
+def test_parse_folds():
+    assert parse_folds("1-5") == [1, 2, 3, 4, 5]
+    assert parse_folds("2,4") == [2, 4]
+    assert parse_folds("3") == [3]
