@@ -35,7 +35,10 @@ def ext_modules():
     )
     if _flag("RDFER_FORCE_CUDA_BUILD") and not has_cuda_torch:
         raise RuntimeError("RDFER_FORCE_CUDA_BUILD=1 needs a CUDA build of torch and nvcc (CUDA_HOME)")
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std: cpp_extension adds the standard the installed torch is built with (C++20 for torch 2.13, whose
+    # headers use C++20 features). -ffp-contract=off: the re-sampling indices must round like the twin's
+    # separate float32 ops (no FMA contraction, e.g. on aarch64 where FMA is baseline).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
     kwargs = dict(
         name="rdfer._C",
         include_dirs=[os.path.join(here, "csrc")],
@@ -47,7 +50,7 @@ def ext_modules():
         ext = cpp_extension.CUDAExtension(
             sources=cpp + cu,
             define_macros=[("RDFER_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", *gencode]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", *gencode]},
             **kwargs,
         )
     else:
