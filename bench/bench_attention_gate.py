@@ -1,0 +1,155 @@
+"""Forward + backward time of the temporal attention gate (SPEC §2.3): the Triton kernel against its twin, eager
+and under torch.compile, in one run.
+
+Cases: one stream (synopsis L=16 or detail L=4; what RDFER calls, once per stream) and both streams in one
+launch (`dual_attention_gate`, against two twin calls). D = H*d = 1024, H = 8 (the paper's), B = 128 and 1024.
+GB/s counts the bytes the op must move (fwd: q, k, v, x read, out written; bwd: q, k, v, x, dout read, dq, dk,
+dv, dx written), so GB/s ratios are speed ratios. Targets on an H100 (bf16): kernel >= 2x eager and >= 1.2x
+torch.compile; RDFER_BENCH_ENFORCE=1 turns them into assertions.
+
+    python -m pytest bench/bench_attention_gate.py --benchmark-only
+On CPU the kernel runs under the Triton interpreter and the shapes shrink to a smoke test: its timings say
+nothing about the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before rdfer.kernels is imported (it decorates then)
+
+from rdfer.ops import dispatch
+from rdfer.ops.attention_gate import attention_gate, attention_gate_reference, dual_attention_gate
+
+GPU = DEVICE == "cuda"
+HEADS, DIM = (8, 1024) if GPU else (2, 64)
+LENGTHS = {"synopsis": 16, "detail": 4}
+# (streams, batch, dtype)
+CASES = (
+    (
+        [(s, b, torch.bfloat16) for b in (128, 1024) for s in ("synopsis", "detail", "both")]
+        + [("both", 128, torch.float32)]
+    )
+    if GPU
+    else [("both", 2, torch.bfloat16), ("synopsis", 2, torch.float32)]
+)
+IMPLS = ["kernel", "eager", "compile"]
+INNER = 10 if GPU else 1  # calls per timed round: one synchronisation per round
+TARGETS = {"eager": 2.0, "compile": 1.2}
+_SECONDS: dict[str, dict[str, float]] = {}
+_BYTES: dict[str, int] = {}
+
+
+def _case_name(streams: str, batch: int, dtype: torch.dtype) -> str:
+    return f"{streams} B={batch} {str(dtype).removeprefix('torch.')}"
+
+
+def _stream(batch: int, length: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    d = DIM // HEADS
+    q, k, v = (torch.randn(batch, length, HEADS, d, generator=g) for _ in range(3))
+    x = torch.randn(batch, length, DIM, generator=g)
+    weight, bias = 1 + 0.1 * torch.randn(DIM, generator=g), 0.1 * torch.randn(DIM, generator=g)
+    cast = [dtype] * 4 + [torch.float32] * 2
+    return [t.to(DEVICE, c).requires_grad_() for t, c in zip((q, k, v, x, weight, bias), cast)]
+
+
+_compiled = None
+
+
+def _impl(impl: str, streams: list[list[torch.Tensor]]) -> Callable[[], None]:
+    global _compiled
+    leaves = [t for s in streams for t in s]
+    grads = [torch.randn(s[3].shape, device=DEVICE, dtype=s[3].dtype) for s in streams]
+    if impl == "kernel":
+
+        def forward():
+            return list(dual_attention_gate(*streams)) if len(streams) == 2 else [attention_gate(*streams[0])]
+    else:
+        if impl == "compile" and _compiled is None:
+            torch._dynamo.config.cache_size_limit = 64  # one static graph per case, never eager
+            _compiled = torch.compile(attention_gate_reference, dynamic=False)
+        fn = attention_gate_reference if impl == "eager" else _compiled
+
+        def forward():
+            return [fn(*s) for s in streams]
+
+    def step() -> None:
+        torch.autograd.grad(forward(), leaves, grads)
+
+    return step
+
+
+def _rounds(fn: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(INNER):
+            fn()
+        if GPU:
+            torch.cuda.synchronize()
+
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary(request):
+    yield
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or not _SECONDS:
+        return
+    name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        write = reporter.write_line
+        write("")
+        write(f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up")
+        for case, seconds in _SECONDS.items():
+            line = f"  {case:<22}" + "".join(
+                f" {impl} {s / INNER * 1e3:8.3f} ms {_BYTES[case] / s / 1e9:7.1f} GB/s"
+                for impl, s in seconds.items()
+            )
+            if "kernel" in seconds:
+                line += "".join(
+                    f" | x{seconds[ref] / seconds['kernel']:.2f} vs {ref}"
+                    for ref in ("eager", "compile")
+                    if ref in seconds
+                )
+            write(line)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("streams", "batch", "dtype"), CASES, ids=[_case_name(*c) for c in CASES])
+def test_attention_gate_fwd_bwd(benchmark, streams: str, batch: int, dtype: torch.dtype, impl: str) -> None:
+    if impl == "kernel" and not dispatch.triton_usable(torch.device(DEVICE)):
+        pytest.skip("no Triton for this device")
+    names = ["synopsis", "detail"] if streams == "both" else [streams]
+    inputs = [_stream(batch, LENGTHS[n], dtype, seed=i) for i, n in enumerate(names)]
+    step = _impl(impl, inputs)
+    step()  # compile / autotune / first-call costs stay out of the rounds
+    case = _case_name(streams, batch, dtype)
+    elements = sum(s[3].numel() for s in inputs)
+    _BYTES[case] = INNER * 14 * elements * inputs[0][0].element_size()
+    benchmark.group = case
+    benchmark.pedantic(_rounds(step), rounds=20 if GPU else 2, warmup_rounds=2 if GPU else 0)
+    if benchmark.stats is None:
+        return
+    fastest = benchmark.stats.stats.min
+    benchmark.extra_info["GB/s"] = _BYTES[case] / fastest / 1e9
+    benchmark.extra_info["ms per call"] = fastest / INNER * 1e3
+    seconds = _SECONDS.setdefault(case, {})
+    seconds[impl] = fastest
+    if (
+        os.environ.get("RDFER_BENCH_ENFORCE") == "1"
+        and GPU
+        and dtype == torch.bfloat16
+        and "kernel" in seconds
+    ):
+        for ref, target in TARGETS.items():
+            if ref in seconds:
+                assert seconds[ref] / seconds["kernel"] >= target, f"{case}: kernel < {target}x {ref}"

@@ -1,0 +1,88 @@
+"""Session-wide test settings.
+
+Without a CUDA GPU the Triton kernels run under the Triton interpreter. Triton reads TRITON_INTERPRET when a
+kernel is decorated (when rdfer.kernels.* is first imported), not when it launches, so the kernel modules are
+imported here, with the variable set, before pytest imports any test module. The variable is then restored:
+rdfer.ops reads it at each call, so the rest of the suite runs the twins (the interpreter would double the
+model tests' time), and the kernel tests turn it on for themselves with the `interpret` fixture.
+Tests marked `cuda` are skipped, not failed, without a GPU.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+
+if not HAS_CUDA:
+    _before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import rdfer.kernels.agreement
+        import rdfer.kernels.attention_gate  # noqa: F401
+    except ImportError:  # no triton: the kernel tests skip themselves
+        pass
+    finally:
+        if _before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = _before
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    """Lets rdfer.ops dispatch to the Triton kernels on CPU (under the interpreter) for one test."""
+    if not HAS_CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+_AOT_SCRIPT = """
+import importlib, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+for job in json.loads(sys.argv[1]):
+    kernel = getattr(importlib.import_module(job["module"]), job["kernel"])
+    sig = {n: "constexpr" if n in job["constexprs"] else job["signature"].get(n, "i32") for n in kernel.arg_names}
+    src = ASTSource(fn=kernel, signature=sig, constexprs=job["constexprs"])
+    compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32), options={"num_warps": job["warps"]})
+    assert compiled.asm.get("cubin"), f"no cubin for {job['kernel']}"
+"""
+
+
+@pytest.fixture
+def compile_for_gpu():
+    """Compiles a Triton kernel ahead of time for a GPU architecture (sm_90 = H100) without a GPU, in a fresh
+    process (the suite's process decorated triton's own jit functions for the interpreter). The interpreter
+    accepts programs the GPU compiler rejects (tl.dot shapes, types); this catches them on a CPU machine.
+    Each job: dict(module=, kernel=, signature=, constexprs=, warps=, arch=); signature maps argument names to
+    Triton types ("*bf16", "fp32"; default "i32"). One process for all jobs (starting one costs seconds)."""
+
+    def compile_kernels(jobs):
+        pytest.importorskip("triton.compiler")
+        env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+        run = subprocess.run(
+            [sys.executable, "-c", _AOT_SCRIPT, json.dumps(jobs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if run.returncode:
+            if "ImportError" in run.stderr and ("ASTSource" in run.stderr or "GPUTarget" in run.stderr):
+                pytest.skip("this triton has no ahead-of-time compile API")
+            pytest.fail(f"a kernel did not compile for its GPU:\n{run.stderr[-4000:]}")
+
+    return compile_kernels
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip)
