@@ -10,7 +10,6 @@ On CPU the kernel runs under the Triton interpreter (a smoke test: its timings s
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 
@@ -20,6 +19,8 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before rdfer.kernels is imported (it decorates then)
+
+from _timing import rounds, write_after_run
 
 from rdfer.ops import dispatch
 from rdfer.ops.agreement import AgreementParams, agreement, agreement_reference
@@ -58,40 +59,29 @@ def _impl(impl: str, inputs) -> Callable[[], object]:
     return lambda: fn(*inputs, PARAMS, True)
 
 
-def _rounds(fn: Callable[[], object]) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(INNER):
-            fn()
-        if GPU:
-            torch.cuda.synchronize()
-
-    return run
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or not _SECONDS:
+    if not _SECONDS:
         return
     name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        write = reporter.write_line
-        write("")
-        write(f"agreement, K={K} C={C} on {name}: us per call, GB/s, kernel speed-up")
-        for batch, seconds in _SECONDS.items():
-            line = f"  B={batch:<6}" + "".join(
-                f" {impl} {s / INNER * 1e6:9.1f} us {_BYTES[batch] / s / 1e9:6.2f} GB/s"
-                for impl, s in seconds.items()
+    lines: list[str] = []
+    write = lines.append
+    write(f"agreement, K={K} C={C} on {name}: us per call, GB/s, kernel speed-up")
+    for batch, seconds in _SECONDS.items():
+        line = f"  B={batch:<6}" + "".join(
+            f" {impl} {s / INNER * 1e6:9.1f} us {_BYTES[batch] / s / 1e9:6.2f} GB/s"
+            for impl, s in seconds.items()
+        )
+        if "kernel" in seconds:
+            line += "".join(
+                f" | x{seconds[ref] / seconds['kernel']:.1f} vs {ref}"
+                for ref in ("eager", "compile")
+                if ref in seconds
             )
-            if "kernel" in seconds:
-                line += "".join(
-                    f" | x{seconds[ref] / seconds['kernel']:.1f} vs {ref}"
-                    for ref in ("eager", "compile")
-                    if ref in seconds
-                )
-            write(line)
+        write(line)
+    write_after_run(request, lines)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -105,7 +95,7 @@ def test_agreement_time(benchmark, batch: int, impl: str) -> None:
     # logits + labels + ids read, memory rows read and written, 6 float32 + 3 int64 outputs written
     _BYTES[batch] = INNER * batch * (K * C * 4 + 8 + 8 + 2 * 8 + 6 * 4 + 3 * 8)
     benchmark.group = f"B={batch}"
-    benchmark.pedantic(_rounds(fn), rounds=50 if GPU else 3, warmup_rounds=5 if GPU else 0)
+    benchmark.pedantic(rounds(fn, INNER), rounds=50 if GPU else 3, warmup_rounds=5 if GPU else 0)
     if benchmark.stats is None:
         return
     fastest = benchmark.stats.stats.min

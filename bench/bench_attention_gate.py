@@ -14,7 +14,6 @@ nothing about the kernel.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 
@@ -24,6 +23,8 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before rdfer.kernels is imported (it decorates then)
+
+from _timing import rounds, write_after_run
 
 from rdfer.ops import dispatch
 from rdfer.ops.attention_gate import attention_gate, attention_gate_reference, dual_attention_gate
@@ -87,40 +88,29 @@ def _impl(impl: str, streams: list[list[torch.Tensor]]) -> Callable[[], None]:
     return step
 
 
-def _rounds(fn: Callable[[], None]) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(INNER):
-            fn()
-        if GPU:
-            torch.cuda.synchronize()
-
-    return run
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or not _SECONDS:
+    if not _SECONDS:
         return
     name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        write = reporter.write_line
-        write("")
-        write(f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up")
-        for case, seconds in _SECONDS.items():
-            line = f"  {case:<22}" + "".join(
-                f" {impl} {s / INNER * 1e3:8.3f} ms {_BYTES[case] / s / 1e9:7.1f} GB/s"
-                for impl, s in seconds.items()
+    lines: list[str] = []
+    write = lines.append
+    write(f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up")
+    for case, seconds in _SECONDS.items():
+        line = f"  {case:<22}" + "".join(
+            f" {impl} {s / INNER * 1e3:8.3f} ms {_BYTES[case] / s / 1e9:7.1f} GB/s"
+            for impl, s in seconds.items()
+        )
+        if "kernel" in seconds:
+            line += "".join(
+                f" | x{seconds[ref] / seconds['kernel']:.2f} vs {ref}"
+                for ref in ("eager", "compile")
+                if ref in seconds
             )
-            if "kernel" in seconds:
-                line += "".join(
-                    f" | x{seconds[ref] / seconds['kernel']:.2f} vs {ref}"
-                    for ref in ("eager", "compile")
-                    if ref in seconds
-                )
-            write(line)
+        write(line)
+    write_after_run(request, lines)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -136,7 +126,7 @@ def test_attention_gate_fwd_bwd(benchmark, streams: str, batch: int, dtype: torc
     elements = sum(s[3].numel() for s in inputs)
     _BYTES[case] = INNER * 14 * elements * inputs[0][0].element_size()
     benchmark.group = case
-    benchmark.pedantic(_rounds(step), rounds=20 if GPU else 2, warmup_rounds=2 if GPU else 0)
+    benchmark.pedantic(rounds(step, INNER), rounds=20 if GPU else 2, warmup_rounds=2 if GPU else 0)
     if benchmark.stats is None:
         return
     fastest = benchmark.stats.stats.min

@@ -16,12 +16,13 @@ GPU: B = 128, T = 64, 3x112x112. CPU: B = 8 (RDFER_BENCH_FULL=1 for B = 128).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 
 import pytest
 import torch
+
+from _timing import rounds, write_after_run
 
 from rdfer.ops import dispatch
 from rdfer.ops.resample import gather_clips_reference
@@ -83,30 +84,19 @@ def _impl(case: str, impl: str, frames: torch.Tensor, indices: torch.Tensor) -> 
     return matmul
 
 
-def _rounds(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(INNER):
-            fn()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-
-    return run
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or not _SECONDS:
+    if not _SECONDS:
         return
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        _write_summary(reporter.write_line, name)
+    lines: list[str] = []
+    _write_summary(lines.append, name)
+    write_after_run(request, lines)
 
 
 def _write_summary(write: Callable[[str], None], name: str) -> None:
-    write("")
     write(f"re-sampling gather, B={BATCH} T={T} K*L={K * L} {C}x{H}x{W} on {name} (GB/s, ratios)")
     for case, seconds in _SECONDS.items():
         gbps = {impl: _BYTES[case] / s / 1e9 for impl, s in seconds.items()}
@@ -131,7 +121,7 @@ def test_gather_throughput(benchmark, case: str, impl: str) -> None:
     # Useful bytes: the gathered input frames read plus the output written (the same for every impl).
     _BYTES[case] = INNER * (out.numel() * frames.element_size() + out.numel() * out.element_size())
     benchmark.group = case
-    benchmark.pedantic(_rounds(fn), rounds=20 if DEVICE == "cuda" else 10, warmup_rounds=2)
+    benchmark.pedantic(rounds(fn, INNER), rounds=20 if DEVICE == "cuda" else 10, warmup_rounds=2)
     if benchmark.stats is not None:
         fastest = benchmark.stats.stats.min
         benchmark.extra_info["GB/s"] = _BYTES[case] / fastest / 1e9

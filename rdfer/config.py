@@ -30,6 +30,8 @@ class DataConfig:
     options: dict = field(default_factory=dict)  # extra reader options, e.g. {split_dir: anno} for MAFW
     num_frames: int = 64  # T: frames loaded per clip
     image_size: int = 112
+    crop_scale: float = 0.08  # smallest area share of the random resized crop (training)
+    color_jitter: float = 0.4  # brightness, contrast, saturation factors in [1 - j, 1 + j] (training)
     batch_size: int = 128  # global batch
     workers: int | None = None  # None: min(cores, 8)
     loader: str = "auto"  # auto | dali | torch
@@ -185,6 +187,8 @@ def validate(cfg: Config) -> Config:
     checks = [
         (d.num_frames > 0 and d.num_frames % m.synopsis_frames == 0,
          f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})"),
+        (0 < d.crop_scale <= 1, f"data.crop_scale must be in (0, 1], got {d.crop_scale}"),
+        (0 <= d.color_jitter < 1, f"data.color_jitter must be in [0, 1), got {d.color_jitter}"),
         (d.image_size >= 16, f"data.image_size must be at least 16, got {d.image_size}"),
         (d.batch_size >= 1, f"data.batch_size must be at least 1, got {d.batch_size}"),
         ((2 * m.lstm_hidden) % m.heads == 0, f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})"),

@@ -19,6 +19,7 @@ from rdfer import checkpoint, runtime
 from rdfer.config import Config, ConfigError, diff, from_dict, load_config
 from rdfer.data.loader import SkipReport, make_loader, set_loader_epoch
 from rdfer.data.prepare import load_splits
+from rdfer.data.records import DataError
 from rdfer.evaluate import evaluate_loader
 from rdfer.models import RDFER
 from rdfer.ops.agreement import CATEGORY_NAMES, AgreementParams
@@ -105,7 +106,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
     loader_args = dict(batch_size=cfg.data.batch_size, num_frames=cfg.data.num_frames,
                        image_size=cfg.data.image_size, workers=cfg.data.workers, seed=cfg.run.seed,
                        skip_bad=cfg.data.skip_bad, pin_memory=device.type == "cuda")
-    train_loader = make_loader(train_split, train=True, **loader_args)
+    augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
+    train_loader = make_loader(train_split, train=True, augment=augment, **loader_args)
     test_loader = make_loader(test_split, train=False, **loader_args)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -174,6 +176,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
                 row.update(test_war=metrics["war"], test_uar=metrics["uar"], skipped_test_clips=len(metrics["skipped"]))
             history.append(row)
             _log(row, writer, out, skipped)
+            if cfg.robust.enabled and epoch + 1 == warmup_epochs and row["share_noisy"] > 0.5:
+                print(f"warning: the warm-up ends with {100 * row['share_noisy']:.0f}% of the samples looking noisy: "
+                      "a model that predicts one class for every clip agrees with itself. Agreement weights "
+                      "from such a model will down-weight most of the data; consider a longer robust.warmup.",
+                      file=sys.stderr)
             state = {
                 "epoch": epoch, "step": step, "config": cfg.to_dict(), "classes": list(classes),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     resume = None if args.resume is None else (args.resume or Path(cfg.run.out) / "last.pt")
     try:
         summary = train(cfg, resume=resume, progress=progress)
-    except (TrainingError, ConfigError) as e:
+    except (TrainingError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     b, last = summary["best_war_epoch"], summary["last_epoch"]

@@ -11,7 +11,8 @@ from rdfer.config import ConfigError, load_config
 from rdfer.data.synth import generate
 from rdfer.evaluate import load_model
 from rdfer.evaluate import main as evaluate_main
-from rdfer.train import TrainingError, main as train_main, parse_folds, train
+from rdfer.train import TrainingError, parse_folds, train, train_folds
+from rdfer.train import main as train_main
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,21 @@ def test_train_cli_reports_bad_config_keys(tmp_path, capsys):
     assert "unknown key optim.lrr" in capsys.readouterr().err
 
 
+def test_folds_end_with_the_per_fold_and_mean_table(tiny_root, tmp_path):
+    result = train_folds(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), [1], progress=False)
+    assert [r["fold"] for r in result["folds"]] == [1]
+    assert (tmp_path / "fold1" / "last.pt").is_file()
+    table = (tmp_path / "folds.md").read_text().splitlines()
+    assert table[0].startswith("| fold |") and table[-1].startswith("| mean |")
+    assert result["mean"]["best_war"] == result["folds"][0]["best_war"]
+
+
 def test_parse_folds():
     assert parse_folds("1-5") == [1, 2, 3, 4, 5]
     assert parse_folds("2,4") == [2, 4]
     assert parse_folds("3") == [3]
+
+
+def test_asking_for_the_dali_loader_is_a_clear_error_until_it_exists(tmp_path):
+    with pytest.raises(ValueError, match="DALI pipeline is not part of rdfer yet"):
+        train(load_config("quick", ["data.loader=dali", f"run.out={tmp_path}"]), progress=False)

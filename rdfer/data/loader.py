@@ -60,8 +60,11 @@ class ClipDataset(Dataset):
         train: bool = False,
         seed: int = 42,
         skip_bad: bool = False,
+        augment: dict | None = None,
     ) -> None:
+        """augment: keyword arguments of augment.sample_augment (scale, ratio, jitter); SPEC §1's by default."""
         self.split = split
+        self.augment = dict(augment or {})
         self.num_frames = num_frames
         self.image_size = image_size
         self.train = train
@@ -85,7 +88,7 @@ class ClipDataset(Dataset):
             raise
         frames = torch.from_numpy(clip).permute(0, 3, 1, 2)  # a view: [T, H, W, 3] -> [T, 3, H, W]
         if self.train:
-            params = clip_augment_params(self.seed, self.epoch, record.sample_id, self.image_size)
+            params = clip_augment_params(self.seed, self.epoch, record.sample_id, self.image_size, **self.augment)
             frames = apply_augment(frames, params)
         return {
             "frames": frames,
@@ -156,13 +159,14 @@ def make_loader(
     sampler: Sampler | None = None,
     epoch: int = 0,
     pin_memory: bool = False,
+    augment: dict | None = None,
 ) -> DataLoader:
     """A DataLoader of clip batches (see the module doc).
 
     train: order from (seed, epoch), last partial batch dropped. Eval: every clip once, in split order.
     `sampler` (e.g. a DistributedSampler) replaces the default order; it should have set_epoch if it shuffles.
     """
-    dataset = ClipDataset(split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad)
+    dataset = ClipDataset(split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad, augment=augment)
     dataset.set_epoch(epoch)
     if sampler is None:
         sampler = EpochShuffleSampler(len(dataset), seed, epoch) if train else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rdfer.config import DataConfig
+from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
 from rdfer.data.records import Split
 
@@ -26,7 +26,14 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
                     noise=data.synth_noise, noise_kind=data.synth_noise_kind, progress=progress)
 
 
+def check_loader(data: DataConfig) -> None:
+    """Only the CPU loader exists so far; `auto` uses it, and asking for DALI by name is an error."""
+    if data.loader == "dali":
+        raise ConfigError("data.loader=dali: the DALI pipeline is not part of rdfer yet; use data.loader=auto or torch")
+
+
 def load_splits(data: DataConfig, progress: bool = True) -> tuple[Split, Split]:
+    check_loader(data)
     root = resolve_root(data, progress)
     options = dict(data.options)
     if data.source is not None:
