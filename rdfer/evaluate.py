@@ -18,6 +18,7 @@ from rdfer import checkpoint, runtime
 from rdfer.config import Config, RunConfig, from_dict, load_config
 from rdfer.data.loader import SkipReport, make_loader
 from rdfer.data.prepare import load_splits
+from rdfer.distributed import World, all_reduce_sum, gather_objects
 from rdfer.metrics import confusion_matrix, summarize
 from rdfer.models import RDFER
 
@@ -41,10 +42,14 @@ def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, p
     return torch.cat(logits), torch.cat(labels), torch.cat(ids), skipped
 
 
-def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False) -> dict:
+def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False,
+                    world: World = World()) -> dict:
+    """Metrics over the clips the loader yields; under torchrun each rank passes its shard and the confusion
+    matrices are summed, so the result equals one process evaluating every clip."""
     logits, labels, _, skipped = predict_loader(model, loader, device, run, progress)
-    metrics = summarize(confusion_matrix(logits.argmax(-1), labels, len(classes)), classes)
-    metrics["skipped"] = skipped.entries
+    cm = all_reduce_sum(confusion_matrix(logits.argmax(-1), labels, len(classes)).to(device), world).cpu()
+    metrics = summarize(cm, classes)
+    metrics["skipped"] = gather_objects(skipped.entries, world)
     return metrics
 
 

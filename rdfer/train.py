@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rdfer import checkpoint, runtime
+from rdfer import checkpoint, distributed, runtime
 from rdfer.config import Config, ConfigError, diff, from_dict, load_config
 from rdfer.data.loader import SkipReport, make_loader, set_loader_epoch
 from rdfer.data.prepare import load_splits
@@ -66,22 +66,33 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True,
           stop_after_steps: int | None = None) -> dict:
-    """Train one fold. Returns the summary (also written to run.out/summary.json)."""
-    rank, world = runtime.world()
-    if world > 1:
-        raise NotImplementedError("multi-process training (torchrun) is not supported yet: run one process")
+    """Train one fold. Returns the summary (also written to run.out/summary.json).
+
+    Under torchrun every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    world, device = distributed.init(cfg.run.device)
+    try:
+        return _train(cfg, world, device, resume, progress and world.main, stop_after_steps)
+    finally:
+        distributed.shutdown(world)
+
+
+def _train(cfg: Config, world: distributed.World, device: torch.device, resume, progress: bool,
+           stop_after_steps: int | None) -> dict:
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = runtime.pick_device(cfg.run.device)
-    runtime.seed_everything(cfg.run.seed)
+    if cfg.data.batch_size % world.size:
+        raise ConfigError(f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
+                          f"number of processes ({world.size})")
+    batch_size = cfg.data.batch_size // world.size
+    runtime.seed_everything(cfg.run.seed + world.rank)
     train_split, test_split = load_splits(cfg.data, progress)
     classes = train_split.classes
 
-    model = RDFER(cfg.model, len(classes), cfg.data.num_frames).to(device)
+    raw = RDFER(cfg.model, len(classes), cfg.data.num_frames).to(device)
     if runtime.use_channels_last(device, cfg.run):
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
-    steps_per_epoch = len(train_split) // cfg.data.batch_size
+        raw = raw.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(raw, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    steps_per_epoch = len(train_split) // world.size // batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, max(steps_per_epoch, 1)))
     memory = AgreementMemory(len(train_split), device)
     params = agreement_params(cfg)
@@ -93,25 +104,35 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
         changed = diff(from_dict(state["config"]), cfg)
         if changed:
             raise ConfigError(f"{resume} was made with another config; differing keys:\n  " + "\n  ".join(changed))
-        model.load_state_dict(state["model"])
+        raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         memory.load_state_dict(state["memory"])
-        runtime.set_rng_state(state["rng"])
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
-        print(f"resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
-    else:
+        if state.get("world", 1) == world.size == 1:
+            runtime.set_rng_state(state["rng"])  # exact continuation
+        else:  # another number of processes: same schedule, memory and weights, fresh per-rank randomness
+            runtime.seed_everything(cfg.run.seed + 1000 * start_epoch + world.rank)
+        if world.main:
+            print(f"resumed from {resume} at epoch {start_epoch + 1}", file=sys.stderr)
+    elif world.main:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
-    loader_args = dict(batch_size=cfg.data.batch_size, num_frames=cfg.data.num_frames,
-                       image_size=cfg.data.image_size, workers=cfg.data.workers, seed=cfg.run.seed,
-                       skip_bad=cfg.data.skip_bad, pin_memory=device.type == "cuda")
+    # Rank 0's BatchNorm statistics are broadcast before evaluation instead of at every forward, so a forward
+    # holds no collective and a rank with an empty batch can sit a step out with the others.
+    model = raw if not world.distributed else torch.nn.parallel.DistributedDataParallel(
+        raw, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
+    loader_args = dict(batch_size=batch_size, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size,
+                       workers=cfg.data.workers, seed=cfg.run.seed, skip_bad=cfg.data.skip_bad,
+                       pin_memory=device.type == "cuda")
     augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
-    train_loader = make_loader(train_split, train=True, augment=augment, **loader_args)
-    test_loader = make_loader(test_split, train=False, **loader_args)
+    shard = distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
+    train_loader = make_loader(train_split, train=True, augment=augment, sampler=shard, **loader_args)
+    test_loader = make_loader(test_split, train=False, **loader_args,
+                              sampler=distributed.eval_shard(len(test_split), world) if world.distributed else None)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tensorboard"))
+    writer = SummaryWriter(str(out / "tensorboard")) if world.main else None
     bad_in_a_row = 0
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
@@ -119,8 +140,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
             warm = cfg.robust.enabled and epoch >= warmup_epochs
             model.train()
             skipped = SkipReport()
-            sums = torch.zeros(4, device=device)  # loss sum, correct, samples, non-finite steps
+            sums = torch.zeros(3, device=device)  # loss sum, correct, samples
             categories = torch.zeros(3, device=device)
+            nonfinite = 0
             t0 = time.perf_counter()
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not progress,
                        leave=False, dynamic_ncols=True)
@@ -128,53 +150,66 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
                 if stop_after_steps is not None and step >= stop_after_steps:
                     raise _Interrupted
                 skipped.add(batch)
-                frames = batch["frames"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                ids = batch["sample_id"].to(device, non_blocking=True)
-                with runtime.autocast(device, cfg.run):
-                    result = model(frames)
-                before = memory.ema[ids].clone()
-                stats = memory.observe(result["detail_instance_logits"], labels, ids, params, warm)
-                loss, parts = rdfer_loss(result, stats.target, stats.weight, cfg.optim, cfg.data.num_frames)
-                if not torch.isfinite(loss):
-                    memory.ema[ids] = before  # a non-finite step leaves no trace in the memory either
-                    optimizer.zero_grad(set_to_none=True)
-                    bad_in_a_row += 1
-                    sums[3] += 1
-                    if bad_in_a_row >= cfg.optim.max_bad_steps:
-                        raise TrainingError(
-                            f"{bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
-                            f"step {step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
-                            f"The last complete checkpoint is {out / 'last.pt'}")
+                # 0: a step to take; 1: an empty batch (every clip unreadable, skip_bad); 2: a non-finite loss.
+                # The largest code over the ranks decides, so all ranks skip a step together.
+                code = 1
+                if batch["frames"].shape[0]:
+                    frames = batch["frames"].to(device, non_blocking=True)
+                    labels = batch["label"].to(device, non_blocking=True)
+                    ids = batch["sample_id"].to(device, non_blocking=True)
+                    with runtime.autocast(device, cfg.run):
+                        result = model(frames)
+                    before = memory.ema[ids].clone()
+                    stats = memory.observe(result["detail_instance_logits"], labels, ids, params, warm)
+                    loss, parts = rdfer_loss(result, stats.target, stats.weight, cfg.optim, cfg.data.num_frames)
+                    code = 0 if torch.isfinite(loss) else 2
+                code = distributed.all_max(code, world, device)
+                if code:
+                    if batch["frames"].shape[0]:
+                        memory.ema[ids] = before  # a skipped step leaves no trace in the memory either
+                    if code == 2:
+                        bad_in_a_row += 1
+                        nonfinite += 1
+                        if bad_in_a_row >= cfg.optim.max_bad_steps:
+                            raise TrainingError(
+                                f"{bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
+                                f"step {step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
+                                f"The last complete checkpoint is {out / 'last.pt'}")
                     continue
                 bad_in_a_row = 0
+                if world.distributed:
+                    memory.merge(*distributed.all_gather_rows(ids, memory.rows(ids), batch_size, world))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.optim.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 step += 1
                 n = labels.numel()
                 sums += torch.stack([loss.detach() * n, (result["logits"].argmax(-1) == labels).sum(),
-                                     torch.tensor(n, device=device), torch.zeros((), device=device)])
+                                     torch.tensor(n, device=device)])
                 categories += torch.bincount(stats.category, minlength=3)[:3]
-            loss_sum, correct, seen, nonfinite = sums.tolist()
+            loss_sum, correct, seen = distributed.all_reduce_sum(sums, world).tolist()
+            categories = distributed.all_reduce_sum(categories, world)
             row = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / max(seen, 1),
                 "train_acc": correct / max(seen, 1),
                 "lr": scheduler.get_last_lr()[0],
                 "warm": warm,
-                "nonfinite_steps": int(nonfinite),
-                "skipped_train_clips": len(skipped),
+                "nonfinite_steps": nonfinite,
+                "skipped_train_clips": len(distributed.gather_objects(skipped.entries, world)),
                 "seconds": time.perf_counter() - t0,
                 **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories.tolist())},
             }
             if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
-                metrics = evaluate_loader(model, test_loader, device, cfg.run, classes, progress=progress)
+                distributed.broadcast_buffers(raw, world)
+                metrics = evaluate_loader(raw, test_loader, device, cfg.run, classes, progress, world)
                 row.update(test_war=metrics["war"], test_uar=metrics["uar"], skipped_test_clips=len(metrics["skipped"]))
             history.append(row)
+            if not world.main:
+                continue
             _log(row, writer, out, skipped)
             if cfg.robust.enabled and epoch + 1 == warmup_epochs and row["share_noisy"] > 0.5:
                 print(f"warning: the warm-up ends with {100 * row['share_noisy']:.0f}% of the samples looking noisy: "
@@ -183,9 +218,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
                       file=sys.stderr)
             state = {
                 "epoch": epoch, "step": step, "config": cfg.to_dict(), "classes": list(classes),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "memory": memory.state_dict(),
-                "rng": runtime.rng_state(), "history": history,
+                "rng": runtime.rng_state(), "history": history, "world": world.size,
             }
             checkpoint.save(out / "last.pt", state)
             if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in history):
@@ -193,8 +228,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = Tru
     except _Interrupted:
         return {"interrupted_at_step": step}
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
+    if not world.main:
+        return {"rank": world.rank}
     flagged = memory.write_noisy(out / "noisy_samples.csv", [r.key for r in train_split.records],
                                  [r.label for r in train_split.records], classes)
     summary = _summary(history, flagged, out)
@@ -304,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if "best_war_epoch" not in summary:  # not rank 0 of a torchrun job
+        return 0
     b, last = summary["best_war_epoch"], summary["last_epoch"]
     print(json.dumps({"best_war_epoch": b, "last_epoch": last, "noisy_flagged": summary["noisy_flagged"],
                       "out": summary["out"]}, indent=2))

@@ -33,6 +33,30 @@ if not HAS_CUDA:
             os.environ["TRITON_INTERPRET"] = _before
 
 
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """SynthDFER `tiny` (42 train / 14 test clips, 30% symmetric noise), generated once per test session."""
+    from rdfer.data.synth import generate
+
+    return generate("tiny", tmp_path_factory.mktemp("synth") / "tiny", seed=0, noise=0.3, progress=False)
+
+
+@pytest.fixture
+def tiny_config(tiny_root):
+    """A factory: a Config that trains a very small RDFER on `tiny` in seconds, writing to `out`."""
+    from rdfer.config import load_config
+
+    def make(out, *extra):
+        return load_config(None, [
+            "data.dataset=synthetic", f"data.root={tiny_root}", "data.num_frames=16", "data.image_size=32",
+            "data.batch_size=8", "data.workers=0", "model.encoder=small", "model.feature_dim=16",
+            "model.lstm_hidden=8", "model.lstm_layers=1", "model.heads=2", "model.synopsis_frames=8",
+            "model.clip_length=2", "model.stride=2", "optim.epochs=3", "optim.lr=2e-3", "optim.warmup_epochs=1",
+            "robust.warmup=0.34", f"run.out={out}", *extra])
+
+    return make
+
+
 @pytest.fixture
 def interpret(monkeypatch):
     """Lets rdfer.ops dispatch to the Triton kernels on CPU (under the interpreter) for one test."""

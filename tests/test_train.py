@@ -8,33 +8,18 @@ import torch
 from rdfer import checkpoint
 from rdfer import train as train_module
 from rdfer.config import ConfigError, load_config
-from rdfer.data.synth import generate
 from rdfer.evaluate import load_model
 from rdfer.evaluate import main as evaluate_main
 from rdfer.train import TrainingError, parse_folds, train, train_folds
 from rdfer.train import main as train_main
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return generate("tiny", tmp_path_factory.mktemp("synth") / "tiny", seed=0, noise=0.3, progress=False)
-
-
-def tiny_config(root, out, *extra):
-    return load_config(None, [
-        "data.dataset=synthetic", f"data.root={root}", "data.num_frames=16", "data.image_size=32",
-        "data.batch_size=8", "data.workers=0", "model.encoder=small", "model.feature_dim=16",
-        "model.lstm_hidden=8", "model.lstm_layers=1", "model.heads=2", "model.synopsis_frames=8",
-        "model.clip_length=2", "model.stride=2", "optim.epochs=3", "optim.lr=2e-3", "optim.warmup_epochs=1",
-        "robust.warmup=0.34", f"run.out={out}", *extra])
-
-
 def without_timing(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def test_train_writes_everything_a_user_needs(tiny_root, tmp_path):
-    summary = train(tiny_config(tiny_root, tmp_path), progress=False)
+def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
+    summary = train(tiny_config(tmp_path), progress=False)
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
     assert summary["history"][0]["warm"] is False and summary["history"][1]["warm"] is True
     for row in summary["history"]:
@@ -49,9 +34,9 @@ def test_train_writes_everything_a_user_needs(tiny_root, tmp_path):
     assert summary["best_war_epoch"]["war"] == max(h["test_war"] for h in summary["history"])
 
 
-def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tiny_root, tmp_path):
-    whole = train(tiny_config(tiny_root, tmp_path / "whole"), progress=False)
-    cfg = tiny_config(tiny_root, tmp_path / "cut")
+def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tiny_config, tmp_path):
+    whole = train(tiny_config(tmp_path / "whole"), progress=False)
+    cfg = tiny_config(tmp_path / "cut")
     steps_per_epoch = 42 // 8  # tiny: 42 training clips, the last partial batch dropped
     assert train(cfg, progress=False, stop_after_steps=steps_per_epoch + 2) == {
         "interrupted_at_step": steps_per_epoch + 2}
@@ -66,8 +51,8 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (tmp_path / "cut" / "noisy_samples.csv").read_text()
 
 
-def test_a_half_written_checkpoint_is_never_read(tiny_root, tmp_path, monkeypatch):
-    cfg = tiny_config(tiny_root, tmp_path, "optim.epochs=2")
+def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, "optim.epochs=2")
     train(cfg, progress=False, stop_after_steps=6)  # epoch 1 complete (5 steps) -> last.pt holds epoch 0
     before = (tmp_path / "last.pt").read_bytes()
 
@@ -87,16 +72,16 @@ def test_a_half_written_checkpoint_is_never_read(tiny_root, tmp_path, monkeypatc
     assert train(cfg, resume=tmp_path / "last.pt", progress=False)["last_epoch"]["epoch"] == 2
 
 
-def test_resume_with_another_config_is_refused(tiny_root, tmp_path):
-    train(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), progress=False)
-    other = tiny_config(tiny_root, tmp_path, "optim.epochs=1", "optim.lr=0.01", "model.lstm_hidden=16")
+def test_resume_with_another_config_is_refused(tiny_config, tmp_path):
+    train(tiny_config(tmp_path, "optim.epochs=1"), progress=False)
+    other = tiny_config(tmp_path, "optim.epochs=1", "optim.lr=0.01", "model.lstm_hidden=16")
     with pytest.raises(ConfigError) as info:
         train(other, resume=tmp_path / "last.pt", progress=False)
     assert "made with another config" in str(info.value)
     assert "optim.lr: 0.002 != 0.01" in str(info.value) and "model.lstm_hidden: 8 != 16" in str(info.value)
 
 
-def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tiny_root, tmp_path, monkeypatch):
+def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tiny_config, tmp_path, monkeypatch):
     real = train_module.rdfer_loss
     calls = {"n": 0}
 
@@ -106,17 +91,17 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tiny_root, tmp_pa
         return (total * math.nan if calls["n"] == 2 else total), parts
 
     monkeypatch.setattr(train_module, "rdfer_loss", nan_at_second_step)
-    summary = train(tiny_config(tiny_root, tmp_path / "one", "optim.epochs=1"), progress=False)
+    summary = train(tiny_config(tmp_path / "one", "optim.epochs=1"), progress=False)
     assert summary["history"][0]["nonfinite_steps"] == 1
     assert math.isfinite(summary["history"][0]["loss"])
 
     monkeypatch.setattr(train_module, "rdfer_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, {}))
     with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss"):
-        train(tiny_config(tiny_root, tmp_path / "all", "optim.max_bad_steps=3"), progress=False)
+        train(tiny_config(tmp_path / "all", "optim.max_bad_steps=3"), progress=False)
 
 
-def test_evaluate_cli_matches_training_and_covers_every_clip(tiny_root, tmp_path, capsys):
-    summary = train(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), progress=False)
+def test_evaluate_cli_matches_training_and_covers_every_clip(tiny_config, tmp_path, capsys):
+    summary = train(tiny_config(tmp_path, "optim.epochs=1"), progress=False)
     capsys.readouterr()
     png = tmp_path / "cm.png"
     assert evaluate_main(["--checkpoint", str(tmp_path / "last.pt"), "--png", str(png), "--no-progress",
@@ -136,8 +121,8 @@ def test_train_cli_reports_bad_config_keys(tmp_path, capsys):
     assert "unknown key optim.lrr" in capsys.readouterr().err
 
 
-def test_folds_end_with_the_per_fold_and_mean_table(tiny_root, tmp_path):
-    result = train_folds(tiny_config(tiny_root, tmp_path, "optim.epochs=1"), [1], progress=False)
+def test_folds_end_with_the_per_fold_and_mean_table(tiny_config, tmp_path):
+    result = train_folds(tiny_config(tmp_path, "optim.epochs=1"), [1], progress=False)
     assert [r["fold"] for r in result["folds"]] == [1]
     assert (tmp_path / "fold1" / "last.pt").is_file()
     table = (tmp_path / "folds.md").read_text().splitlines()

@@ -30,6 +30,15 @@ class AgreementMemory:
         self.category[sample_ids] = stats.category
         return stats
 
+    def rows(self, ids: Tensor) -> Tensor:
+        """[n, 4] float rows (EMA A, EMA S, majority, category) of these samples, for merging across ranks."""
+        return torch.cat([self.ema[ids], self.majority[ids, None].float(), self.category[ids, None].float()], 1)
+
+    def merge(self, ids: Tensor, rows: Tensor) -> None:
+        self.ema[ids] = rows[:, :2]
+        self.majority[ids] = rows[:, 2].long()
+        self.category[ids] = rows[:, 3].long()
+
     def shares(self) -> dict[str, float]:
         """Share of each category among the samples seen so far."""
         seen = self.category >= 0
