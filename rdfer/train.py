@@ -6,6 +6,7 @@ With no arguments it trains the packaged `quick` config: SynthDFER `quick` (gene
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -36,8 +37,8 @@ class _Interrupted(Exception):
 
 
 def agreement_params(cfg: Config) -> AgreementParams:
-    r = cfg.robust
-    return AgreementParams(r.a_min, r.s_max, r.noisy_weight, r.momentum, r.relabel, r.relabel_margin, r.use_ema)
+    """The robust section's thresholds, as the agreement op takes them (the same names)."""
+    return AgreementParams(**{f.name: getattr(cfg.robust, f.name) for f in dataclasses.fields(AgreementParams)})
 
 
 def lr_lambda(cfg: Config, steps_per_epoch: int):

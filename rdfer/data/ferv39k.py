@@ -23,7 +23,7 @@ import logging
 import os
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split
+from rdfer.data.records import ClipRecord, DataError, Split, read_split_lines
 
 FERV39K_CLASSES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
 SPLITS = ("train", "test")
@@ -50,7 +50,7 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
     records: list[ClipRecord] = []
     first_line: dict[str, int] = {}
     disagree: list[int] = []
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(read_split_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -75,12 +75,3 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
                     "the label column is used (first: line %d)", path, len(disagree), disagree[0])
     return Split(dataset="ferv39k", name=split, classes=FERV39K_CLASSES, records=records)
 
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text file ({e})") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split
+from rdfer.data.records import ClipRecord, DataError, Split, read_split_lines
 
 MAFW_CLASSES: tuple[str, ...] = (
     "anger", "anxiety", "contempt", "disappointment", "disgust", "fear",
@@ -59,7 +59,7 @@ def read_mafw(
     clips, frames = root / clips_dir, root / frames_dir
     records: list[ClipRecord] = []
     first_line: dict[str, int] = {}
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(read_split_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -77,12 +77,3 @@ def read_mafw(
         records.append(ClipRecord(sample_id=len(records), key=key, path=clip, label=label))
     return Split(dataset="mafw", name=split, classes=MAFW_CLASSES, records=records)
 
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text file ({e})") from None

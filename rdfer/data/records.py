@@ -32,3 +32,14 @@ class Split:
         for r in self.records:
             counts[r.label] += 1
         return counts
+
+
+def read_split_lines(path: Path) -> list[str]:
+    """The lines of a split file (a byte-order mark dropped); DataError naming the file if it is missing."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file ({e})") from None
