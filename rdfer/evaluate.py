@@ -73,7 +73,7 @@ def plot_confusion(metrics: dict, classes, path: Path) -> None:
     cm = torch.tensor(metrics["confusion"], dtype=torch.float64)
     norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(classes), 1 + 0.7 * len(classes)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
