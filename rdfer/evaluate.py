@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from rdfer import checkpoint, runtime
 from rdfer.config import Config, RunConfig, from_dict, load_config
-from rdfer.data.loader import SkipReport, make_loader
-from rdfer.data.prepare import load_splits
+from rdfer.data.loader import SkipReport
+from rdfer.data.prepare import build_loader, load_splits
 from rdfer.distributed import World, all_reduce_sum, gather_objects
 from rdfer.metrics import confusion_matrix, summarize
 from rdfer.models import RDFER
@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the checkpoint's classes {model.classes} are not {args.split} split's {split.classes}",
               file=sys.stderr)
         return 2
-    loader = make_loader(split, batch_size=cfg.data.batch_size, train=False, num_frames=cfg.data.num_frames,
-                         image_size=cfg.data.image_size, workers=cfg.data.workers, seed=cfg.run.seed,
-                         skip_bad=cfg.data.skip_bad)
+    loader = build_loader(split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed,
+                          device=device)
     metrics = evaluate_loader(model, loader, device, cfg.run, split.classes, progress)
     result = {"checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "fold": cfg.data.fold,
               "split": args.split, "classes": list(split.classes), **metrics}

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from rdfer import checkpoint, distributed, runtime
 from rdfer.config import Config, ConfigError, diff, from_dict, load_config
-from rdfer.data.loader import SkipReport, make_loader, set_loader_epoch
-from rdfer.data.prepare import load_splits
+from rdfer.data.loader import SkipReport, set_loader_epoch
+from rdfer.data.prepare import build_loader, load_splits
 from rdfer.data.records import DataError
 from rdfer.evaluate import evaluate_loader
 from rdfer.models import RDFER
@@ -123,14 +123,12 @@ def _train(cfg: Config, world: distributed.World, device: torch.device, resume, 
     # holds no collective and a rank with an empty batch can sit a step out with the others.
     model = raw if not world.distributed else torch.nn.parallel.DistributedDataParallel(
         raw, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
-    loader_args = dict(batch_size=batch_size, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size,
-                       workers=cfg.data.workers, seed=cfg.run.seed, skip_bad=cfg.data.skip_bad,
-                       pin_memory=device.type == "cuda")
+    loader_args = dict(batch_size=batch_size, seed=cfg.run.seed, device=device, notice=world.main)
     augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
     shard = distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
-    train_loader = make_loader(train_split, train=True, augment=augment, sampler=shard, **loader_args)
-    test_loader = make_loader(test_split, train=False, **loader_args,
-                              sampler=distributed.eval_shard(len(test_split), world) if world.distributed else None)
+    train_loader = build_loader(train_split, cfg.data, train=True, augment=augment, sampler=shard, **loader_args)
+    test_loader = build_loader(test_split, cfg.data, train=False, **loader_args,
+                               sampler=distributed.eval_shard(len(test_split), world) if world.distributed else None)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tensorboard")) if world.main else None

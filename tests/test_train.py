@@ -136,6 +136,7 @@ def test_parse_folds():
     assert parse_folds("3") == [3]
 
 
-def test_asking_for_the_dali_loader_is_a_clear_error_until_it_exists(tmp_path):
-    with pytest.raises(ValueError, match="DALI pipeline is not part of rdfer yet"):
+def test_asking_for_the_dali_loader_without_dali_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("rdfer.data.dali.dali_available", lambda: False)
+    with pytest.raises(ValueError, match="needs NVIDIA DALI"):
         train(load_config("quick", ["data.loader=dali", f"run.out={tmp_path}"]), progress=False)

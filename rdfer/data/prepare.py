@@ -3,10 +3,14 @@ when the config asks for the synthetic benchmark without a root."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+import torch
 
 from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
+from rdfer.data.loader import make_loader
 from rdfer.data.records import Split
 
 
@@ -27,9 +31,40 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
 
 
 def check_loader(data: DataConfig) -> None:
-    """Only the CPU loader exists so far; `auto` uses it, and asking for DALI by name is an error."""
-    if data.loader == "dali":
-        raise ConfigError("data.loader=dali: the DALI pipeline is not part of rdfer yet; use data.loader=auto or torch")
+    """data.loader=dali needs NVIDIA DALI installed: say so before any data is generated or read."""
+    from rdfer.data.dali import dali_available
+
+    if data.loader == "dali" and not dali_available():
+        raise ConfigError("data.loader=dali needs NVIDIA DALI: pip install 'rdfer[dali]', "
+                          "or use data.loader=auto|torch")
+
+
+_NOTICES: set[str] = set()
+
+
+def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int, seed: int,
+                 device: torch.device, sampler=None, augment: dict | None = None, notice: bool = True):
+    """The clip loader `data.loader` asks for: DALI (dali, or auto where DALI can run) or the CPU DataLoader.
+
+    auto takes DALI on a CUDA device when it is installed and the split is all frame folders or all videos,
+    and otherwise the CPU loader, saying why in one line (when `notice`). Both yield the same batches.
+    """
+    from rdfer.data.dali import dali_available, make_dali_loader, split_source
+
+    args = dict(batch_size=batch_size, train=train, num_frames=data.num_frames, image_size=data.image_size,
+                seed=seed, skip_bad=data.skip_bad, sampler=sampler, augment=augment)
+    use_dali, why = data.loader == "dali", ""
+    if data.loader == "auto":
+        why = ("NVIDIA DALI is not installed" if not dali_available() else
+               "no CUDA device" if device.type != "cuda" else
+               "the split mixes frame folders and videos" if split_source(split) == "mixed" else "")
+        use_dali = not why
+        if why and notice and why not in _NOTICES:
+            _NOTICES.add(why)  # one line per process and reason, not one per loader
+            print(f"data.loader=auto: using the CPU loader ({why})", file=sys.stderr)
+    if use_dali:
+        return make_dali_loader(split, **args, device=device, threads=data.workers)
+    return make_loader(split, **args, workers=data.workers, pin_memory=device.type == "cuda")
 
 
 def load_splits(data: DataConfig, progress: bool = True) -> tuple[Split, Split]:
