@@ -5,7 +5,7 @@ Imported lazily, so `python -m rdfer.data ...` does not pay for importing torch 
 """
 __version__ = "0.1.0"
 
-__all__ = ["RDFER", "Config", "load_config", "load_model", "__version__"]
+__all__ = ["RDFER", "Config", "load_config", "load_model", "predict", "__version__"]
 
 
 def __getattr__(name: str):
@@ -21,4 +21,9 @@ def __getattr__(name: str):
         from rdfer.evaluate import load_model
 
         return load_model
+    if name == "predict":  # importing the submodule binds rdfer.predict to it: rebind to the function
+        from rdfer.predict import predict
+
+        globals()["predict"] = predict
+        return predict
     raise AttributeError(f"module 'rdfer' has no attribute {name!r}")

@@ -9,12 +9,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rdfer.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from rdfer.data import summary, synth
+    from rdfer.data import crop, summary, synth
 
     summary.add_arguments(sub.add_parser("summary", help="clips per split and per class, as JSON"))
     synth.add_arguments(sub.add_parser("synth", help="generate the SynthDFER benchmark"))
+    crop.add_arguments(sub.add_parser("crop", help="raw videos -> square face-crop frame folders (DFEW layout)"))
     args = parser.parse_args(argv)
-    return {"summary": summary.run, "synth": synth.run}[args.command](args)
+    return {"summary": summary.run, "synth": synth.run, "crop": crop.run}[args.command](args)
 
 
 if __name__ == "__main__":
