@@ -50,7 +50,8 @@ def _missing(path: Path) -> str:
     return f"{path}: missing (neither a frame folder nor a video file)"
 
 
-def _open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The container and video stream of a video file; DataError naming the file if it cannot be read."""
     if not path.exists():
         raise DataError(_missing(path))
     try:
@@ -72,7 +73,7 @@ def count_frames(path: Path) -> int:
     path = Path(path)
     if path.is_dir():
         return len(list_frames(path))
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
     try:
         if stream.frames > 0:
             return int(stream.frames)
@@ -145,7 +146,7 @@ def read_frame_files(files: list[Path], indices: np.ndarray, size: int) -> np.nd
 def _read_video(path: Path, indices: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
     uniq, first, inverse = _plan(indices)
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
     k = 0  # next distinct index to fill
     decoded = 0
     try:
@@ -201,7 +202,7 @@ def verify_record(record: ClipRecord) -> list[str]:
                 problems.append(f"{f}: cannot decode image ({type(e).__name__}: {e})")
         return problems
     try:
-        container, stream = _open_video(path)
+        container, stream = open_video(path)
     except DataError as e:
         return [str(e)]
     declared = stream.frames
