@@ -57,6 +57,30 @@ def tiny_config(tiny_root):
     return make
 
 
+class _Counting:
+    """Stands in for a Triton kernel: `kernel[grid](...)` launches the real one and counts the launch."""
+
+    def __init__(self, kernel, key, counts):
+        self.kernel, self.key, self.counts = kernel, key, counts
+
+    def __getitem__(self, grid):
+        self.counts[self.key] += 1
+        return self.kernel[grid]
+
+
+@pytest.fixture
+def count_launches(monkeypatch):
+    """count_launches({key: (module, kernel name)}) -> a dict of each kernel's launch count, by key."""
+
+    def wrap(kernels):
+        counts = {key: 0 for key in kernels}
+        for key, (module, name) in kernels.items():
+            monkeypatch.setattr(module, name, _Counting(getattr(module, name), key, counts))
+        return counts
+
+    return wrap
+
+
 @pytest.fixture
 def interpret(monkeypatch):
     """Lets rdfer.ops dispatch to the Triton kernels on CPU (under the interpreter) for one test."""

@@ -158,26 +158,13 @@ def compare(logits, labels, ids, memory, params, warm, update_memory=True):
     return got
 
 
-def count_launches(monkeypatch):
-    counts = {"n": 0}
-    real = kernel_module._agreement_kernel
-
-    class Counting:
-        def __getitem__(self, grid):
-            counts["n"] += 1
-            return real[grid]
-
-    monkeypatch.setattr(kernel_module, "_agreement_kernel", Counting())
-    return counts
-
-
 @pytest.mark.usefixtures("interpret")
 @pytest.mark.parametrize(
     ("b", "k", "c"),
     [(257, k, 7 if k % 2 else 11) for k in range(1, 9)] + [(1, 4, 7), (1, 1, 11), (3, 8, 16), (5, 3, 2)],
 )
-def test_kernel_matches_twin_in_one_launch(b, k, c, monkeypatch):
-    counts = count_launches(monkeypatch)
+def test_kernel_matches_twin_in_one_launch(b, k, c, count_launches):
+    counts = count_launches({"n": (kernel_module, "_agreement_kernel")})
     params = AgreementParams(relabel=True, relabel_margin=0.3)
     got = compare(*random_batch(b, k, c, seed=b * 100 + k * 10 + c), params, warm=True)
     assert counts["n"] == 1
@@ -252,8 +239,8 @@ def test_kernel_accepts_strided_and_bf16_logits():
 
 
 @pytest.mark.usefixtures("interpret")
-def test_dispatch_falls_back_and_reports_missing_fast_path(monkeypatch):
-    counts = count_launches(monkeypatch)
+def test_dispatch_falls_back_and_reports_missing_fast_path(monkeypatch, count_launches):
+    counts = count_launches({"n": (kernel_module, "_agreement_kernel")})
     batch = random_batch(8, 4, 7, seed=6)
     agreement(*batch, AgreementParams(), True)
     assert counts["n"] == 1

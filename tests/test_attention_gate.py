@@ -101,26 +101,11 @@ def test_strided_qkv_views_and_mixed_x_dtype():
     check_against_twin([q, k, v, x, weight, bias])
 
 
-def _count_launches(monkeypatch):
-    counts = {"fwd": 0, "bwd": 0}
-
-    class Counting:
-        def __init__(self, kernel, key):
-            self.kernel, self.key = kernel, key
-
-        def __getitem__(self, grid):
-            counts[self.key] += 1
-            return self.kernel[grid]
-
-    monkeypatch.setattr(kernel_module, "_gate_fwd_kernel", Counting(kernel_module._gate_fwd_kernel, "fwd"))
-    monkeypatch.setattr(kernel_module, "_gate_bwd_kernel", Counting(kernel_module._gate_bwd_kernel, "bwd"))
-    return counts
-
-
-def test_dual_streams_in_one_launch_match_two_twin_calls(monkeypatch):
+def test_dual_streams_in_one_launch_match_two_twin_calls(count_launches):
     syn = make_inputs(2, 16, 2, 32, torch.float32, seed=2)
     det = make_inputs(3, 4, 2, 32, torch.float32, seed=3)  # another batch size too: tiles are per item
-    counts = _count_launches(monkeypatch)
+    counts = count_launches({"fwd": (kernel_module, "_gate_fwd_kernel"),
+                             "bwd": (kernel_module, "_gate_bwd_kernel")})
     out_syn, out_det = dual_attention_gate(syn, det)
     (out_syn.sum() + (out_det * out_det).sum()).backward()
     assert counts == {"fwd": 1, "bwd": 1}
@@ -160,9 +145,10 @@ def test_every_output_element_is_written(monkeypatch):
         assert torch.isfinite(g).all(), name
 
 
-def test_dispatch_picks_kernel_twin_and_reports_missing_fast_path(monkeypatch):
+def test_dispatch_picks_kernel_twin_and_reports_missing_fast_path(monkeypatch, count_launches):
     inputs = make_inputs(1, 4, 2, 16, torch.float32, seed=7)
-    counts = _count_launches(monkeypatch)
+    counts = count_launches({"fwd": (kernel_module, "_gate_fwd_kernel"),
+                             "bwd": (kernel_module, "_gate_bwd_kernel")})
     attention_gate(*inputs)
     assert counts["fwd"] == 1
     monkeypatch.setenv("RDFER_KERNELS", "reference")

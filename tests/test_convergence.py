@@ -38,29 +38,13 @@ def mini_config():
     )
 
 
-def count_launches(monkeypatch) -> dict[str, int]:
-    counts = {"gate": 0, "agreement": 0}
-
-    class Counting:
-        def __init__(self, kernel, key):
-            self.kernel, self.key = kernel, key
-
-        def __getitem__(self, grid):
-            counts[self.key] += 1
-            return self.kernel[grid]
-
-    monkeypatch.setattr(gate_kernels, "_gate_fwd_kernel", Counting(gate_kernels._gate_fwd_kernel, "gate"))
-    monkeypatch.setattr(
-        agreement_kernels, "_agreement_kernel", Counting(agreement_kernels._agreement_kernel, "agreement")
-    )
-    return counts
-
-
-def train(kernels: bool, monkeypatch) -> tuple[list[float], dict[str, torch.Tensor], dict[str, int]]:
+def train(kernels: bool, monkeypatch,
+          count_launches) -> tuple[list[float], dict[str, torch.Tensor], dict[str, int]]:
     monkeypatch.setenv("RDFER_KERNELS", "fast" if kernels else "reference")  # fast: no silent fallback
     if kernels and DEVICE == "cpu":
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-    counts = count_launches(monkeypatch)
+    counts = count_launches({"gate": (gate_kernels, "_gate_fwd_kernel"),
+                             "agreement": (agreement_kernels, "_agreement_kernel")})
     cfg = mini_config()
     torch.manual_seed(0)
     model = RDFER(cfg, CLASSES, FRAMES).to(DEVICE).train()
@@ -85,10 +69,10 @@ def train(kernels: bool, monkeypatch) -> tuple[list[float], dict[str, torch.Tens
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}, dict(counts)
 
 
-def test_mini_rdfer_trains_the_same_with_and_without_kernels(monkeypatch):
+def test_mini_rdfer_trains_the_same_with_and_without_kernels(monkeypatch, count_launches):
     with monkeypatch.context() as m:
-        twin_losses, twin_state, twin_counts = train(False, m)
-    fast_losses, fast_state, fast_counts = train(True, monkeypatch)
+        twin_losses, twin_state, twin_counts = train(False, m, count_launches)
+    fast_losses, fast_state, fast_counts = train(True, monkeypatch, count_launches)
     assert twin_counts == {"gate": 0, "agreement": 0}
     assert fast_counts == {"gate": 2 * STEPS, "agreement": STEPS}  # both streams' gates, every step
     assert len(set(twin_losses)) == STEPS  # the model moves between steps

@@ -13,12 +13,11 @@ checked later, by the loader or by `summary --verify`.
 """
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split
+from rdfer.data.records import ClipRecord, DataError, Split, read_two_column_csv
 
 DFEW_CLASSES: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 DFEW_FOLDS = range(1, 6)
@@ -26,7 +25,7 @@ SPLITS = ("train", "test")
 SOURCES = ("frames", "video")
 # Preference order when one id has several video files (SynthDFER writes .webm, or .mp4 where no VP9 encoder).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv")
-_HEADER = ["video_name", "label"]
+_HEADER = ("video_name", "label")
 
 
 def dfew_split_file(root: str | os.PathLike, split: str, fold: int) -> Path:
@@ -51,37 +50,20 @@ def read_dfew(root: str | os.PathLike, split: str, fold: int = 1, source: str = 
 
 def _read_rows(path: Path) -> list[tuple[str, int]]:
     """(5-digit key, 0-based label) per data row of a DFEW split CSV, validated."""
-    try:
-        # utf-8-sig: a CSV re-saved by a spreadsheet tool starts with a byte-order mark.
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != _HEADER:
-                raise DataError(f"{path}:1: expected the header 'video_name,label', found {header!r}")
-            rows: list[tuple[str, int]] = []
-            first_line: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != 2:
-                    raise DataError(f"{path}:{line}: expected 2 fields 'video_name,label', found {row!r}")
-                vid = _parse_int(path, line, "video_name", row[0])
-                lab = _parse_int(path, line, "label", row[1])
-                if vid < 0:
-                    raise DataError(f"{path}:{line}: video_name must be a non-negative id, found {vid}")
-                if not 1 <= lab <= len(DFEW_CLASSES):
-                    raise DataError(f"{path}:{line}: label must be 1..{len(DFEW_CLASSES)}, found {lab}")
-                key = f"{vid:05d}"
-                if key in first_line:
-                    raise DataError(f"{path}:{line}: clip {key} is listed twice "
-                                    f"(first on line {first_line[key]})")
-                first_line[key] = line
-                rows.append((key, lab - 1))
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    rows: list[tuple[str, int]] = []
+    first_line: dict[str, int] = {}
+    for line, video, label in read_two_column_csv(path, _HEADER, "split file"):
+        vid = _parse_int(path, line, "video_name", video)
+        lab = _parse_int(path, line, "label", label)
+        if vid < 0:
+            raise DataError(f"{path}:{line}: video_name must be a non-negative id, found {vid}")
+        if not 1 <= lab <= len(DFEW_CLASSES):
+            raise DataError(f"{path}:{line}: label must be 1..{len(DFEW_CLASSES)}, found {lab}")
+        key = f"{vid:05d}"
+        if key in first_line:
+            raise DataError(f"{path}:{line}: clip {key} is listed twice (first on line {first_line[key]})")
+        first_line[key] = line
+        rows.append((key, lab - 1))
     return rows
 
 

@@ -13,14 +13,13 @@ class missing from one file would shift every index (`rdfer.data.datasets.load_s
 """
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split
+from rdfer.data.records import ClipRecord, DataError, Split, read_two_column_csv
 
-_HEADER = ["path", "label"]
+_HEADER = ("path", "label")
 
 
 def read_manifest(
@@ -49,32 +48,14 @@ def read_manifest(
 
 def _read_rows(path: Path) -> list[tuple[int, str, str]]:
     """(line number, path text, label text) per data row, with the header and row shapes checked."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or [h.strip().lower() for h in header] != _HEADER:
-                raise DataError(f"{path}:1: expected the header 'path,label', found {header!r}")
-            rows: list[tuple[int, str, str]] = []
-            first_line: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != 2:
-                    raise DataError(f"{path}:{line}: expected 2 fields 'path,label', found {row!r}")
-                clip, label = row[0].strip(), row[1].strip()
-                if not clip or not label:
-                    raise DataError(f"{path}:{line}: empty path or label in {row!r}")
-                if clip in first_line:
-                    raise DataError(f"{path}:{line}: {clip} is listed twice "
-                                    f"(first on line {first_line[clip]})")
-                first_line[clip] = line
-                rows.append((line, clip, label))
-    except FileNotFoundError:
-        raise DataError(f"{path}: manifest file not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    rows = read_two_column_csv(path, _HEADER, "manifest file", ignore_case=True)
+    first_line: dict[str, int] = {}
+    for line, clip, label in rows:
+        if not clip or not label:
+            raise DataError(f"{path}:{line}: empty path or label in {[clip, label]!r}")
+        if clip in first_line:
+            raise DataError(f"{path}:{line}: {clip} is listed twice (first on line {first_line[clip]})")
+        first_line[clip] = line
     return rows
 
 

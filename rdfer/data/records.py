@@ -1,6 +1,7 @@
 """What a dataset reader hands to the rest of the package: one record per clip of a split."""
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,3 +44,33 @@ def read_split_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: split file not found") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text file ({e})") from None
+
+
+def read_two_column_csv(path: Path, header: tuple[str, str], what: str,
+                        ignore_case: bool = False) -> list[tuple[int, str, str]]:
+    """(line number, first field, second field), stripped, per data row of a CSV whose first line is `header`
+    (case-insensitively with ignore_case). Blank rows are skipped; any other shape is a DataError naming the
+    line.
+    `what` names the file in the not-found error ("split file", "manifest file")."""
+    expected = ",".join(header)
+    try:
+        # utf-8-sig: a CSV re-saved by a spreadsheet tool starts with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            found = next(reader, None)
+            names = [h.strip().lower() if ignore_case else h.strip() for h in found or []]
+            if found is None or names != list(header):
+                raise DataError(f"{path}:1: expected the header '{expected}', found {found!r}")
+            rows = []
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != 2:
+                    line = reader.line_num
+                    raise DataError(f"{path}:{line}: expected 2 fields '{expected}', found {row!r}")
+                rows.append((reader.line_num, row[0].strip(), row[1].strip()))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    return rows
