@@ -36,6 +36,9 @@ class DataConfig:
     workers: int | None = None  # None: min(cores, 8)
     loader: str = "auto"  # auto | dali | torch
     skip_bad: bool = False
+    # Package's choice: decode each split once and keep its resized frames in RAM (N * T * 3 * size^2 bytes),
+    # for small data trained many times in one process (experiments); the CPU loader then reads from memory.
+    cache_frames: bool = False
     synth_preset: str = "quick"  # SynthDFER, when dataset is synthetic and root is None
     synth_noise: float = 0.2
     synth_noise_kind: str = "symmetric"  # symmetric | pairs

@@ -14,7 +14,15 @@ from PIL import Image
 from rdfer.data import frames as frames_module
 from rdfer.data.augment import apply_augment, clip_augment_params
 from rdfer.data.frames import count_frames, list_frames, read_clip, verify_record
-from rdfer.data.loader import ClipDataset, SkipReport, load_clip_frames, make_loader, set_loader_epoch
+from rdfer.data.loader import (
+    ClipDataset,
+    SkipReport,
+    cache_split_frames,
+    clear_frame_cache,
+    load_clip_frames,
+    make_loader,
+    set_loader_epoch,
+)
 from rdfer.data.records import ClipRecord, DataError, Split
 from rdfer.data.sampling import epoch_order, uniform_indices
 
@@ -321,3 +329,47 @@ def test_distributed_sampler_shards_the_split(folder_split):
         ids += torch.cat([b["sample_id"] for b in loader]).tolist()
     # 7 clips padded to 8 (one repeated), 4 per rank, 2 full batches each: both ranks together see every clip.
     assert len(ids) == 8 and sorted(set(ids)) == list(range(7))
+
+
+# ---- the in-memory frame cache (data.cache_frames) ------------------------------------------------------
+
+
+@pytest.fixture
+def empty_cache():
+    clear_frame_cache()
+    yield
+    clear_frame_cache()
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cached_frames_give_the_decoded_batches(folder_split, empty_cache, monkeypatch, train):
+    kwargs = dict(batch_size=2, train=train, num_frames=T, image_size=SIZE, seed=3, epoch=2)
+    decoded = _collect(make_loader(folder_split, workers=0, **kwargs))
+    assert cache_split_frames(folder_split, T, SIZE, workers=2, progress=False) == len(folder_split)
+    assert cache_split_frames(folder_split, T, SIZE, workers=0, progress=False) == 0  # already there
+
+    def no_decoding(*args, **kw):
+        raise AssertionError("a cached clip was decoded again")
+
+    monkeypatch.setattr("rdfer.data.loader.load_clip_frames", no_decoding)
+    for workers in (0, 2):  # forked workers read the parent's cache
+        _assert_same_batches(_collect(make_loader(folder_split, workers=workers, **kwargs)), decoded)
+
+
+def test_cache_is_per_frame_count_and_size(folder_split, empty_cache):
+    cache_split_frames(folder_split, T, SIZE, workers=0, progress=False)
+    assert cache_split_frames(folder_split, T, SIZE + 8, workers=0, progress=False) == len(folder_split)
+    batch = next(iter(make_loader(folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE + 8,
+                                  workers=0)))
+    assert batch["frames"].shape[-2:] == (SIZE + 8, SIZE + 8)
+
+
+def test_bad_clips_stay_uncached_and_fail_as_usual(tmp_path, folder_split, empty_cache):
+    path, named, _ = _bad_inputs(tmp_path)["truncated.jpg"]
+    split = make_split([(r.path, r.label) for r in folder_split.records] + [(path, 0)])
+    cache_split_frames(split, T, SIZE, workers=0, progress=False)
+    with pytest.raises(DataError, match=named):
+        list(make_loader(split, batch_size=4, train=False, num_frames=T, image_size=SIZE, workers=0))
+    batches = list(make_loader(split, batch_size=4, train=False, num_frames=T, image_size=SIZE, workers=0,
+                               skip_bad=True))
+    assert sum(len(b["skipped"]) for b in batches) == 1

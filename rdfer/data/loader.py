@@ -7,6 +7,9 @@ Batches are dicts {'frames': uint8 [B, T, 3, H, W], 'label': int64 [B], 'sample_
 Epochs: the training order and the augmentation depend only on (seed, epoch, sample_id); call
 `set_loader_epoch(loader, epoch)` before iterating an epoch. Worker processes are started anew by each
 iteration (no persistent workers), so they see the epoch that was set.
+
+`cache_split_frames` (config `data.cache_frames`) decodes a split once into this process's memory; the
+augmentation works on the resized frames, so a cached clip gives exactly the batch a decoded one would.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from tqdm.auto import tqdm
 
 from rdfer.data.augment import apply_augment, clip_augment_params
 from rdfer.data.frames import count_frames, list_frames, read_clip, read_frame_files
@@ -47,6 +51,47 @@ def load_clip_frames(path: Path, num_frames: int, size: int) -> np.ndarray:
         files = list_frames(path)  # listed once, used for both the count and the read
         return read_frame_files(files, uniform_indices(len(files), num_frames), size)
     return read_clip(path, uniform_indices(count_frames(path), num_frames), size)
+
+
+# Decoded clips, uint8 [T, 3, H, W], by (path, T, size): filled by cache_split_frames in the main process and
+# read by every later ClipDataset of this process and of the workers it forks (copy-on-write pages).
+_DECODED: dict[tuple[str, int, int], torch.Tensor] = {}
+
+
+class _DecodeAll(Dataset):
+    def __init__(self, paths: list[Path], num_frames: int, size: int) -> None:
+        self.paths, self.num_frames, self.size = paths, num_frames, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        try:
+            return torch.from_numpy(load_clip_frames(self.paths[i], self.num_frames, self.size)).permute(0, 3, 1, 2)
+        except DataError:
+            return None  # left uncached: the loader reads it again and raises or skips it as usual
+
+
+def cache_split_frames(split: Split, num_frames: int, size: int, workers: int | None = None,
+                       progress: bool = True) -> int:
+    """Decode every clip of `split` not yet cached (with `workers` processes) and keep it in RAM:
+    len(split) * T * 3 * size^2 bytes. Returns how many clips were decoded now. The cache lives as long as
+    the process and assumes the files do not change meanwhile."""
+    todo = sorted({str(r.path) for r in split.records} - {k[0] for k in _DECODED if k[1:] == (num_frames, size)})
+    if not todo:
+        return 0
+    workers = default_workers() if workers is None else workers
+    decoded = DataLoader(_DecodeAll([Path(p) for p in todo], num_frames, size), batch_size=None,
+                         num_workers=workers)
+    for path, clip in zip(todo, tqdm(decoded, total=len(todo), desc=f"caching {split.dataset}/{split.name}",
+                                     disable=not progress, leave=False)):
+        if clip is not None:
+            _DECODED[(path, num_frames, size)] = clip.clone(memory_format=torch.contiguous_format)  # not a worker's shm
+    return len(todo)
+
+
+def clear_frame_cache() -> None:
+    _DECODED.clear()
 
 
 class ClipDataset(Dataset):
@@ -80,13 +125,15 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor] | SkippedClip:
         record: ClipRecord = self.split.records[i]
-        try:
-            clip = load_clip_frames(record.path, self.num_frames, self.image_size)
-        except DataError as e:
-            if self.skip_bad:
-                return SkippedClip(record.sample_id, Path(record.path), str(e))
-            raise
-        frames = torch.from_numpy(clip).permute(0, 3, 1, 2)  # a view: [T, H, W, 3] -> [T, 3, H, W]
+        frames = _DECODED.get((str(record.path), self.num_frames, self.image_size))
+        if frames is None:
+            try:
+                clip = load_clip_frames(record.path, self.num_frames, self.image_size)
+            except DataError as e:
+                if self.skip_bad:
+                    return SkippedClip(record.sample_id, Path(record.path), str(e))
+                raise
+            frames = torch.from_numpy(clip).permute(0, 3, 1, 2)  # a view: [T, H, W, 3] -> [T, 3, H, W]
         if self.train:
             params = clip_augment_params(self.seed, self.epoch, record.sample_id, self.image_size, **self.augment)
             frames = apply_augment(frames, params)

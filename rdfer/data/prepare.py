@@ -10,7 +10,7 @@ import torch
 
 from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
-from rdfer.data.loader import make_loader
+from rdfer.data.loader import cache_split_frames, make_loader
 from rdfer.data.records import Split
 
 
@@ -37,17 +37,21 @@ def check_loader(data: DataConfig) -> None:
     if data.loader == "dali" and not dali_available():
         raise ConfigError("data.loader=dali needs NVIDIA DALI: pip install 'rdfer[dali]', "
                           "or use data.loader=auto|torch")
+    if data.loader == "dali" and data.cache_frames:
+        raise ConfigError("data.cache_frames keeps decoded frames for the CPU loader; use data.loader=auto|torch")
 
 
 _NOTICES: set[str] = set()
 
 
 def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int, seed: int,
-                 device: torch.device, sampler=None, augment: dict | None = None, notice: bool = True):
+                 device: torch.device, sampler=None, augment: dict | None = None, notice: bool = True,
+                 progress: bool = True):
     """The clip loader `data.loader` asks for: DALI (dali, or auto where DALI can run) or the CPU DataLoader.
 
     auto takes DALI on a CUDA device when it is installed and the split is all frame folders or all videos,
     and otherwise the CPU loader, saying why in one line (when `notice`). Both yield the same batches.
+    With `data.cache_frames` the split is decoded into memory first and the CPU loader reads it from there.
     """
     from rdfer.data.dali import dali_available, make_dali_loader, split_source
 
@@ -55,7 +59,8 @@ def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int
                 seed=seed, skip_bad=data.skip_bad, sampler=sampler, augment=augment)
     use_dali, why = data.loader == "dali", ""
     if data.loader == "auto":
-        why = ("NVIDIA DALI is not installed" if not dali_available() else
+        why = ("data.cache_frames is on" if data.cache_frames else
+               "NVIDIA DALI is not installed" if not dali_available() else
                "no CUDA device" if device.type != "cuda" else
                "the split mixes frame folders and videos" if split_source(split) == "mixed" else "")
         use_dali = not why
@@ -64,6 +69,8 @@ def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int
             print(f"data.loader=auto: using the CPU loader ({why})", file=sys.stderr)
     if use_dali:
         return make_dali_loader(split, **args, device=device, threads=data.workers)
+    if data.cache_frames:
+        cache_split_frames(split, data.num_frames, data.image_size, data.workers, progress=progress)
     return make_loader(split, **args, workers=data.workers, pin_memory=device.type == "cuda")
 
 
