@@ -1,4 +1,4 @@
-"""WAR (accuracy), UAR (mean per-class recall) and the confusion matrix."""
+"""WAR (accuracy), UAR (mean per-class recall), the confusion matrix, and AUROC (for the noise experiment)."""
 from __future__ import annotations
 
 import torch
@@ -28,3 +28,18 @@ def summarize(cm: Tensor, classes: tuple[str, ...] | list[str]) -> dict:
         "per_class_recall": {c: (None if not present[i] else float(recall[i])) for i, c in enumerate(classes)},
         "confusion": cm.long().tolist(),
     }
+
+
+def auroc(scores: Tensor, positive: Tensor) -> float:
+    """Area under the ROC curve of `scores` for telling `positive` (bool) samples from the others: the chance
+    that a random positive scores above a random negative, ties counting one half (Mann-Whitney U)."""
+    scores, positive = scores.double().flatten(), positive.bool().flatten()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # Ranks 1..n with tied scores sharing their mean rank.
+    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    upper = counts.cumsum(0).double()
+    mean_rank = upper - (counts.double() - 1) / 2
+    ranks = mean_rank[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

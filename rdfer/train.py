@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from rdfer import checkpoint, distributed, runtime
 from rdfer.config import Config, ConfigError, diff, from_dict, load_config
 from rdfer.data.loader import SkipReport, set_loader_epoch
-from rdfer.data.prepare import build_loader, load_splits
-from rdfer.data.records import DataError
+from rdfer.data.prepare import build_loader, check_loader, load_splits
+from rdfer.data.records import DataError, Split
 from rdfer.evaluate import evaluate_loader
 from rdfer.models import RDFER
 from rdfer.ops.agreement import CATEGORY_NAMES, AgreementParams
@@ -65,19 +65,21 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(cfg: Config, *, resume: str | Path | None = None, progress: bool = True,
-          stop_after_steps: int | None = None) -> dict:
+def train(cfg: Config, *, splits: tuple[Split, Split] | None = None, resume: str | Path | None = None,
+          progress: bool = True, stop_after_steps: int | None = None) -> dict:
     """Train one fold. Returns the summary (also written to run.out/summary.json).
 
-    Under torchrun every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    `splits` (train, test) replaces the ones cfg.data names, e.g. a split with labels changed in memory
+    (rdfer.experiments.noise); the config's other data settings still apply. Under torchrun every process
+    calls this; rank 0 logs, writes checkpoints and returns the summary."""
     world, device = distributed.init(cfg.run.device)
     try:
-        return _train(cfg, world, device, resume, progress and world.main, stop_after_steps)
+        return _train(cfg, world, device, splits, resume, progress and world.main, stop_after_steps)
     finally:
         distributed.shutdown(world)
 
 
-def _train(cfg: Config, world: distributed.World, device: torch.device, resume, progress: bool,
+def _train(cfg: Config, world: distributed.World, device: torch.device, splits, resume, progress: bool,
            stop_after_steps: int | None) -> dict:
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,11 @@ def _train(cfg: Config, world: distributed.World, device: torch.device, resume, 
                           f"number of processes ({world.size})")
     batch_size = cfg.data.batch_size // world.size
     runtime.seed_everything(cfg.run.seed + world.rank)
-    train_split, test_split = load_splits(cfg.data, progress)
+    if splits is None:
+        splits = load_splits(cfg.data, progress)
+    else:
+        check_loader(cfg.data)
+    train_split, test_split = splits
     classes = train_split.classes
 
     raw = RDFER(cfg.model, len(classes), cfg.data.num_frames).to(device)
@@ -123,7 +129,7 @@ def _train(cfg: Config, world: distributed.World, device: torch.device, resume, 
     # holds no collective and a rank with an empty batch can sit a step out with the others.
     model = raw if not world.distributed else torch.nn.parallel.DistributedDataParallel(
         raw, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
-    loader_args = dict(batch_size=batch_size, seed=cfg.run.seed, device=device, notice=world.main)
+    loader_args = dict(batch_size=batch_size, seed=cfg.run.seed, device=device, notice=world.main, progress=progress)
     augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
     shard = distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
     train_loader = build_loader(train_split, cfg.data, train=True, augment=augment, sampler=shard, **loader_args)
