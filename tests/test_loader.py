@@ -373,3 +373,11 @@ def test_bad_clips_stay_uncached_and_fail_as_usual(tmp_path, folder_split, empty
     batches = list(make_loader(split, batch_size=4, train=False, num_frames=T, image_size=SIZE, workers=0,
                                skip_bad=True))
     assert sum(len(b["skipped"]) for b in batches) == 1
+
+
+def test_filling_the_cache_leaves_the_global_rng_alone(folder_split, empty_cache):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    cache_split_frames(folder_split, T, SIZE, workers=2, progress=False)
+    assert torch.equal(torch.rand(3), expected)

@@ -81,8 +81,10 @@ def cache_split_frames(split: Split, num_frames: int, size: int, workers: int | 
     if not todo:
         return 0
     workers = default_workers() if workers is None else workers
+    # A private generator, as in make_loader: filling the cache must not advance torch's global RNG, or a run
+    # that fills it would draw other random numbers than one that finds it full.
     decoded = DataLoader(_DecodeAll([Path(p) for p in todo], num_frames, size), batch_size=None,
-                         num_workers=workers)
+                         num_workers=workers, generator=torch.Generator().manual_seed(0))
     for path, clip in zip(todo, tqdm(decoded, total=len(todo), desc=f"caching {split.dataset}/{split.name}",
                                      disable=not progress, leave=False)):
         if clip is not None:
