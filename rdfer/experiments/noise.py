@@ -74,8 +74,7 @@ def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
     """The base config of every run: `quick` <- the preset <- the user's overrides <- clean SynthDFER, cached."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    cfg = load_config("quick", [*PRESETS[preset], *overrides, *_FIXED])
-    return cfg
+    return load_config("quick", [*PRESETS[preset], *overrides, *_FIXED])
 
 
 def noisy_split(split: Split, given: np.ndarray) -> Split:
