@@ -53,6 +53,11 @@ def load_clip_frames(path: Path, num_frames: int, size: int) -> np.ndarray:
     return read_clip(path, uniform_indices(count_frames(path), num_frames), size)
 
 
+def _clip_tensor(path: Path, num_frames: int, size: int) -> torch.Tensor:
+    """load_clip_frames as uint8 [T, 3, H, W]: a view of the decoded [T, H, W, 3] array, not a copy."""
+    return torch.from_numpy(load_clip_frames(path, num_frames, size)).permute(0, 3, 1, 2)
+
+
 # Decoded clips, uint8 [T, 3, H, W], by (path, T, size): filled by cache_split_frames in the main process and
 # read by every later ClipDataset of this process and of the workers it forks (copy-on-write pages).
 _DECODED: dict[tuple[str, int, int], torch.Tensor] = {}
@@ -67,7 +72,7 @@ class _DecodeAll(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor | None:
         try:
-            return torch.from_numpy(load_clip_frames(self.paths[i], self.num_frames, self.size)).permute(0, 3, 1, 2)
+            return _clip_tensor(self.paths[i], self.num_frames, self.size)
         except DataError:
             return None  # left uncached: the loader reads it again and raises or skips it as usual
 
@@ -130,12 +135,11 @@ class ClipDataset(Dataset):
         frames = _DECODED.get((str(record.path), self.num_frames, self.image_size))
         if frames is None:
             try:
-                clip = load_clip_frames(record.path, self.num_frames, self.image_size)
+                frames = _clip_tensor(record.path, self.num_frames, self.image_size)
             except DataError as e:
                 if self.skip_bad:
                     return SkippedClip(record.sample_id, Path(record.path), str(e))
                 raise
-            frames = torch.from_numpy(clip).permute(0, 3, 1, 2)  # a view: [T, H, W, 3] -> [T, 3, H, W]
         if self.train:
             params = clip_augment_params(self.seed, self.epoch, record.sample_id, self.image_size, **self.augment)
             frames = apply_augment(frames, params)
