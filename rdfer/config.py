@@ -16,9 +16,7 @@ import yaml
 
 PACKAGED = Path(__file__).parent / "configs"
 
-
-class ConfigError(ValueError):
-    pass
+from rdfer.errors import ConfigError
 
 
 @dataclass

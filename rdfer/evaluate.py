@@ -12,56 +12,12 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from rdfer import checkpoint, runtime
-from rdfer.config import Config, RunConfig, from_dict, load_config
-from rdfer.data.loader import SkipReport
+from rdfer import runtime
+from rdfer.config import load_config
 from rdfer.data.prepare import build_loader, load_splits
-from rdfer.distributed import World, all_reduce_sum, gather_objects
-from rdfer.metrics import confusion_matrix, summarize
+from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
-
-
-@torch.no_grad()
-def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, progress: bool = False):
-    """Video logits [N, C] (float32, CPU), labels [N] and sample ids [N] of every clip the loader yields."""
-    model.eval()
-    logits, labels, ids, skipped = [], [], [], SkipReport()
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
-        skipped.add(batch)
-        if batch["frames"].shape[0] == 0:
-            continue
-        with runtime.autocast(device, run):
-            out = model(batch["frames"].to(device, non_blocking=True))
-        logits.append(out["logits"].float().cpu())
-        labels.append(batch["label"])
-        ids.append(batch["sample_id"])
-    if not logits:
-        raise RuntimeError("evaluation saw no readable clip")
-    return torch.cat(logits), torch.cat(labels), torch.cat(ids), skipped
-
-
-def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False,
-                    world: World = World()) -> dict:
-    """Metrics over the clips the loader yields; under torchrun each rank passes its shard and the confusion
-    matrices are summed, so the result equals one process evaluating every clip."""
-    logits, labels, _, skipped = predict_loader(model, loader, device, run, progress)
-    cm = all_reduce_sum(confusion_matrix(logits.argmax(-1), labels, len(classes)).to(device), world).cpu()
-    metrics = summarize(cm, classes)
-    metrics["skipped"] = gather_objects(skipped.entries, world)
-    return metrics
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> RDFER:
-    """An RDFER model in eval mode from a checkpoint written by rdfer.train (last.pt or best.pt)."""
-    state = checkpoint.load(Path(path))
-    cfg = from_dict(state["config"])
-    model = RDFER(cfg.model, len(state["classes"]), cfg.data.num_frames)
-    model.load_state_dict(state["model"])
-    model.classes = tuple(state["classes"])
-    model.run_config = cfg
-    return model.to(device).eval()
 
 
 def plot_confusion(metrics: dict, classes, path: Path) -> None:
@@ -105,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     device = runtime.pick_device(args.device)
-    model = load_model(args.checkpoint, device)
-    cfg: Config = model.run_config
+    model = RDFER.from_checkpoint(args.checkpoint, device)
+    cfg = model.config
     overrides = [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root), ("fold", args.fold),
                                                ("batch_size", args.batch_size), ("workers", args.workers))
                  if v is not None]

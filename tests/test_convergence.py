@@ -47,7 +47,7 @@ def train(kernels: bool, monkeypatch,
                              "agreement": (agreement_kernels, "_agreement_kernel")})
     cfg = mini_config()
     torch.manual_seed(0)
-    model = RDFER(cfg, CLASSES, FRAMES).to(DEVICE).train()
+    model = RDFER(cfg, [str(c) for c in range(CLASSES)]).to(DEVICE).train()
     # SGD: its steps scale with the gradients, so rounding-level differences stay rounding-level (Adam's first
     # steps are sign(g) * lr, which turns a rounding difference in a near-zero gradient into a full step).
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -60,7 +60,8 @@ def train(kernels: bool, monkeypatch,
     for step in range(STEPS):
         ids = torch.arange(BATCH, device=DEVICE) + BATCH * (step % 2)
         out = model(frames[ids], generator=torch.Generator().manual_seed(100 + step))
-        stats = memory.observe(out["detail_instance_logits"], labels[ids], ids, params, warm=step >= 1)
+        stats = memory.assess(out["detail_instance_logits"], labels[ids], ids, params, warm=step >= 1)
+        memory.commit(ids, stats)
         loss, _ = rdfer_loss(out, stats.target, stats.weight, cfg.optim, FRAMES)
         opt.zero_grad()
         loss.backward()

@@ -46,7 +46,8 @@ def test_a_rank_that_dies_ends_the_job_and_one_process_resumes_its_last_checkpoi
     script = tmp_path / "dies.py"
     script.write_text(textwrap.dedent("""
         import os, signal, sys
-        import rdfer.train as t
+        import rdfer.training as t
+        from rdfer.train import main
         real, calls = t.rdfer_loss, [0]
         def loss(*args, **kwargs):
             calls[0] += 1
@@ -54,7 +55,7 @@ def test_a_rank_that_dies_ends_the_job_and_one_process_resumes_its_last_checkpoi
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*args, **kwargs)
         t.rdfer_loss = loss
-        sys.exit(t.main(sys.argv[1:]))
+        sys.exit(main(sys.argv[1:]))
     """))
     cfg = tiny_config(tmp_path / "run")
     run = torchrun(cfg, tmp_path, script=(str(script),))

@@ -13,6 +13,9 @@ def small_config(**extra):
     return load_config(None, base + [f"{k}={v}" for k, v in extra.items()])
 
 
+CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+
+
 def frames(b=3, t=16, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (b, t, 3, size, size), dtype=torch.uint8, generator=g)
@@ -20,7 +23,7 @@ def frames(b=3, t=16, size=32, seed=0):
 
 def test_output_shapes_and_index_ranges():
     cfg = small_config()
-    model = RDFER(cfg)  # classes from data.dataset (synthetic: DFEW's 7)
+    model = RDFER(cfg, CLASSES)
     out = model(frames())
     assert out["logits"].shape == (3, 7)
     assert out["synopsis_instance_logits"].shape == (3, 8, 7)
@@ -34,7 +37,7 @@ def test_output_shapes_and_index_ranges():
 
 def test_gradients_reach_both_streams_and_every_trained_parameter():
     torch.manual_seed(0)
-    model = RDFER(small_config(), 7, 16)
+    model = RDFER(small_config(), CLASSES)
     out = model(frames())
     loss = out["logits"].sum() + out["synopsis_video_logits"].sum() + out["synopsis_instance_logits"].sum()
     loss.backward()
@@ -45,7 +48,7 @@ def test_gradients_reach_both_streams_and_every_trained_parameter():
 
 
 def test_learned_positions_head_trains_through_the_l1_term():
-    model = RDFER(small_config(**{"model.learned_positions": "true"}), 7, 16)
+    model = RDFER(small_config(**{"model.learned_positions": "true"}), CLASSES)
     out = model(frames())
     assert out["predicted_positions"].shape == (3, 4)
     out["predicted_positions"].sum().backward()
@@ -53,7 +56,7 @@ def test_learned_positions_head_trains_through_the_l1_term():
 
 
 def test_eval_is_deterministic_and_train_samples_randomly():
-    model = RDFER(small_config(), 7, 16).eval()
+    model = RDFER(small_config(), CLASSES).eval()
     x = frames()
     a, b = model(x), model(x)
     assert torch.equal(a["logits"], b["logits"])
@@ -67,18 +70,27 @@ def test_eval_is_deterministic_and_train_samples_randomly():
 
 def test_average_output_option():
     cfg = small_config(**{"model.output": "average"})
-    out = RDFER(cfg, 7, 16).eval()(frames())
+    out = RDFER(cfg, CLASSES).eval()(frames())
     torch.testing.assert_close(out["logits"], 0.5 * (out["detail_video_logits"] + out["synopsis_video_logits"]))
 
 
-def test_more_clips_than_classes_is_an_error():
-    with pytest.raises(ValueError, match="cannot exceed the number of classes"):
-        RDFER(small_config(), num_classes=3, num_frames=16)
+def test_fewer_classes_than_clips_uses_one_clip_per_class():
+    model = RDFER(small_config(), ("negative", "neutral", "positive"))
+    out = model(frames())
+    assert model.clips == 3 and out["detail_instance_logits"].shape == (3, 3, 3)
+    assert out["clip_indices"].shape == (3, 3, 2) and out["logits"].shape == (3, 3)
+
+
+def test_the_model_is_built_from_a_config_and_class_names():
+    with pytest.raises(TypeError, match="rdfer.Config"):
+        RDFER(small_config().model, CLASSES)
+    with pytest.raises(ValueError, match="at least 2 class names"):
+        RDFER(small_config(), ("only",))
 
 
 def test_bad_input_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
-        RDFER(small_config(), 7, 16)(torch.zeros(2, 16, 32, 32, 3, dtype=torch.uint8))
+        RDFER(small_config(), CLASSES)(torch.zeros(2, 16, 32, 32, 3, dtype=torch.uint8))
 
 
 def test_temporal_shift_by_hand():

@@ -15,7 +15,7 @@ pytest.importorskip("cv2", reason="opencv-python-headless<5 (the face detector) 
 
 from test_faces import feat_media  # noqa: E402,F401  (the session fixture with the cached videos)
 
-from rdfer import faces  # noqa: E402
+from rdfer.data import faces  # noqa: E402
 from rdfer.data.sampling import uniform_indices  # noqa: E402
 
 _TRAINED: dict = {}
@@ -25,7 +25,7 @@ _TRAINED: dict = {}
 def checkpoint(tiny_config, tmp_path_factory):
     """A tiny RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips) trained once per session."""
     if "path" not in _TRAINED:
-        from rdfer.train import train
+        from rdfer.training import train
 
         out = tmp_path_factory.mktemp("predict_ckpt")
         train(tiny_config(out, "optim.epochs=1"), progress=False)
@@ -113,7 +113,7 @@ def test_frame_folder_is_taken_as_face_crops(feat_media, checkpoint, tmp_path):
 
 
 def test_cli_predicts_a_folder_of_videos_with_plots(feat_media, checkpoint, tmp_path, capsys):
-    from rdfer.predict import main
+    from rdfer.prediction import main
 
     folder = tmp_path / "videos"
     folder.mkdir()

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from rdfer import checkpoint
-from rdfer import train as train_module
+from rdfer import checkpoint, load_model
+from rdfer import training as train_module
 from rdfer.config import ConfigError, load_config
-from rdfer.evaluate import load_model
 from rdfer.evaluate import main as evaluate_main
-from rdfer.train import TrainingError, parse_folds, train, train_folds
+from rdfer.train import parse_folds, train, train_folds
 from rdfer.train import main as train_main
+from rdfer.training import TrainingError
 
 
 def without_timing(history):
@@ -67,7 +67,7 @@ def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypa
     assert (tmp_path / "last.pt").read_bytes() == before  # the rename never happened
     assert not list(tmp_path.glob(".*.tmp"))  # and the temporary file is gone
     (tmp_path / "broken.pt").write_bytes(before[: len(before) // 2])
-    with pytest.raises(ValueError, match="broken.pt is not a readable rdfer checkpoint"):
+    with pytest.raises(ValueError, match="broken.pt: not a readable checkpoint"):
         checkpoint.load(tmp_path / "broken.pt")
     assert train(cfg, resume=tmp_path / "last.pt", progress=False)["last_epoch"]["epoch"] == 2
 

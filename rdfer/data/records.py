@@ -5,9 +5,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and the problem."""
+from rdfer.errors import DataError
 
 
 @dataclass(frozen=True)

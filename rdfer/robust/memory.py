@@ -1,14 +1,24 @@
-"""The per-sample agreement memory: EMAs of A and S (updated by rdfer.ops.agreement), and the last majority
-class and category of each training sample, for the epoch log and noisy_samples.csv."""
+"""The per-sample agreement memory: EMAs of A and S, and the last majority class and category of each
+training sample, for the epoch log and noisy_samples.csv.
+
+A step first assesses its batch against the memory without changing it (`assess`), and commits the rows only
+once the step is known to be taken (`commit`), so a skipped step leaves no trace."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from rdfer.config import RobustConfig
 from rdfer.ops.agreement import CATEGORY_NAMES, NOISY, AgreementParams, AgreementStats, agreement
+
+
+def agreement_params(robust: RobustConfig) -> AgreementParams:
+    """The robust section's thresholds, as the agreement op takes them (the same names)."""
+    return AgreementParams(**{f.name: getattr(robust, f.name) for f in dataclasses.fields(AgreementParams)})
 
 
 class AgreementMemory:
@@ -21,14 +31,19 @@ class AgreementMemory:
         return self.ema.shape[0]
 
     @torch.no_grad()
-    def observe(self, clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, params: AgreementParams,
-                warm: bool) -> AgreementStats:
+    def assess(self, clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, params: AgreementParams,
+               warm: bool) -> AgreementStats:
+        """The batch's agreement statistics, EMAs, categories and weights; the memory is not changed."""
         if int(sample_ids.max()) >= len(self) or int(sample_ids.min()) < 0:
             raise IndexError(f"sample ids must be in [0, {len(self)}): the memory is sized to the train split")
-        stats = agreement(clip_logits.detach(), labels, sample_ids, self.ema, params, warm)
+        return agreement(clip_logits.detach(), labels, sample_ids, self.ema, params, warm, update_memory=False)
+
+    @torch.no_grad()
+    def commit(self, sample_ids: Tensor, stats: AgreementStats) -> None:
+        """Store an assessed batch's EMAs, majority classes and categories."""
+        self.ema[sample_ids] = torch.stack([stats.ema_agreement, stats.ema_support], dim=1)
         self.majority[sample_ids] = stats.majority
         self.category[sample_ids] = stats.category
-        return stats
 
     def rows(self, ids: Tensor) -> Tensor:
         """[n, 4] float rows (EMA A, EMA S, majority, category) of these samples, for merging across ranks."""
