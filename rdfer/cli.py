@@ -13,24 +13,12 @@ import os
 import sys
 from collections.abc import Callable
 
-from rdfer.errors import RdferError
-
-_WORKER = "Original Traceback"
+from rdfer.errors import RdferError, one_line
 
 
 def debug_enabled(argv: list[str] | None = None) -> bool:
     argv = sys.argv[1:] if argv is None else argv
     return "--debug" in argv or os.environ.get("RDFER_DEBUG", "0").lower() in ("1", "true", "yes")
-
-
-def message(error: BaseException) -> str:
-    """One line for an error; an error re-raised from a DataLoader worker keeps only its own last line."""
-    text = str(error).strip()
-    if _WORKER in text:  # "Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\nX: msg"
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
-        text += " (set data.skip_bad=true to leave unreadable clips out and list them)"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -40,7 +28,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     try:
         return main(argv)
     except RdferError as e:
-        print(f"error: {message(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a folder that cannot be written, a disk that is full
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

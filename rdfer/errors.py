@@ -4,6 +4,19 @@ returns (see rdfer.cli). Their messages name the file or key, what is wrong and 
 from __future__ import annotations
 
 
+_WORKER = "Original Traceback"
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line; one re-raised from a DataLoader worker ("Caught DataError in DataLoader
+    worker process 0. Original Traceback ... DataError: msg") keeps only its own message."""
+    text = str(error).strip()
+    if _WORKER in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class RdferError(Exception):
     exit_code = 1
 

@@ -17,18 +17,21 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rdfer import cli
 from rdfer.data import faces
-from rdfer.data.frames import read_clip, videos_in
-from rdfer.data.records import DataError
+from rdfer.data.frames import IMAGE_SUFFIXES, read_clip, videos_in
+from rdfer.errors import ConfigError, DataError
 from rdfer.data.sampling import uniform_indices
 from rdfer.models import RDFER
 from rdfer.ops.agreement import agreement_reference
 from rdfer.robust.memory import agreement_params
+from rdfer.runtime import pick_device
 
 
 def _model(checkpoint: str | Path | RDFER, device) -> RDFER:
@@ -54,9 +57,14 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
     unless `detect=True`). `checkpoint` is a path or an already loaded RDFER (rdfer.load_model).
     `fps` gives a frame folder its rate (videos use their own). `plot` writes a PNG timeline there.
 
-    Raises DataError (NoFaceError when no face is found) naming the file.
+    Raises DataError (NoFaceError when no face is found) naming the file. When faces are found in only part of
+    the sampled frames, the result's "face_coverage" says in which share, and a warning says so.
     """
     path = Path(video_or_frames)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: a still image, not a video: give a video file, or a folder of face frames")
+    if not margin >= 0:
+        raise ConfigError(f"margin must be 0 or more (crop side = face side x (1 + margin)), got {margin}")
     model = _model(checkpoint, device)
     cfg = model.config.data
     info = faces.probe(path, fps)
@@ -66,6 +74,10 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
         frames, missing = faces.crop_track(track, cfg.image_size), track.frames_without_face
     else:
         frames, missing = read_clip(path, indices, cfg.image_size), []
+    coverage = 1.0 - len(missing) / len(np.unique(indices))
+    if missing:
+        warnings.warn(f"{path}: a face was found in {coverage:.0%} of the sampled frames; the others are cropped "
+                      "at a box interpolated from their neighbours (see frames_without_face)", stacklevel=2)
 
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).to(device)  # [1, T, 3, H, W] uint8
     out = model(x)
@@ -100,6 +112,7 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
         "agreement": float(stats.agreement[0]),
         "majority_class": classes[int(stats.majority[0])],
         "frames_without_face": missing,
+        "face_coverage": coverage,
     }
     if plot is not None:
         plot_timeline(result, Path(plot))
@@ -149,35 +162,49 @@ def expand_inputs(items: list[Path]) -> list[Path]:
     return clips
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rdfer.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="video files, frame folders, or folders of videos")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--plot", type=Path, help="a folder: writes <video stem>.png timelines there")
+    p.add_argument("--plot", type=Path, help="a folder: writes <video file name>.png timelines there")
     p.add_argument("--output", type=Path, help="write the JSON here too")
     p.add_argument("--detect", action="store_true", help="detect and crop faces in frame folders too")
     p.add_argument("--fps", type=float, help="frame rate of frame folders (videos use their own)")
     p.add_argument("--margin", type=float, default=0.25, help="crop side = face side x (1 + margin)")
-    args = p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show tracebacks (also RDFER_DEBUG=1)")
+    return p
 
-    from rdfer.runtime import pick_device
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.margin >= 0:
+        raise ConfigError(f"--margin must be 0 or more (crop side = face side x (1 + margin)), got {args.margin}")
+    if args.output is not None and not args.output.parent.is_dir():
+        raise ConfigError(f"--output {args.output}: the folder {args.output.parent} does not exist")
     device = pick_device(args.device)
     model = _model(args.checkpoint, device)
     results, failed = [], False
     for clip in expand_inputs(args.inputs):
-        png = args.plot / f"{clip.stem if clip.is_file() else clip.name}.png" if args.plot else None
+        png = args.plot / f"{clip.name}.png" if args.plot else None  # a.mp4 and a.mov: two plots
         try:
-            results.append(predict(clip, model, device=device, plot=png, detect=args.detect or None,
-                                   fps=args.fps, margin=args.margin))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                results.append(predict(clip, model, device=device, plot=png, detect=args.detect or None,
+                                       fps=args.fps, margin=args.margin))
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
         except DataError as e:
             results.append({"video": str(clip), "error": str(e)})
             print(f"error: {e}", file=sys.stderr)
             failed = True
     text = json.dumps(results, indent=2)
+    print(text)  # first: a failing --output must not lose the results
     if args.output:
         args.output.write_text(text + "\n")
-    print(text)
     return 1 if failed else 0

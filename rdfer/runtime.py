@@ -7,15 +7,22 @@ import random
 import numpy as np
 import torch
 
-from rdfer.config import RunConfig
+from rdfer.config import DEVICE_NAMES, RunConfig
+from rdfer.errors import ConfigError
 
 
 def pick_device(name: str) -> torch.device:
+    """auto (CUDA when there is one), cpu, cuda or cuda:N; a device that is not here is a ConfigError."""
+    if not DEVICE_NAMES.fullmatch(name):
+        raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name!r} but no CUDA device is available (use auto or cpu)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            there = f"only {count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(f"device {name!r}: this machine has {there} (use auto or cpu)")
     return device
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from rdfer.config import Config, diff, from_dict
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, load_splits
 from rdfer.data.records import Split
-from rdfer.errors import ConfigError, TrainingError
+from rdfer.errors import ConfigError, DataError, TrainingError, one_line
 from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
 from rdfer.ops.agreement import CATEGORY_NAMES, AgreementParams
@@ -45,6 +47,10 @@ class Step(enum.IntEnum):
     TAKEN = 0
     EMPTY = 1  # every clip of the batch was unreadable (data.skip_bad)
     NONFINITE = 2  # the loss was not finite: no update, no trace in the memory
+
+
+# What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "noisy_samples.csv", "tensorboard")
 
 
 class _Interrupted(Exception):
@@ -75,11 +81,11 @@ class Run:
     history: list[dict] = field(default_factory=list)
     skipped: SkipReport = field(default_factory=SkipReport)  # this epoch's unreadable training clips
     bad_in_a_row: int = 0
+    resumed: bool = False
+    rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
+    warmup_epochs: int = 0  # epochs before the agreement weights apply (as planned when the run began)
+    steps_per_epoch: int = 1
     stop_after_steps: int | None = None
-
-    @property
-    def warmup_epochs(self) -> int:
-        return round(self.cfg.robust.warmup * self.cfg.optim.epochs)
 
 
 def train(
@@ -88,26 +94,32 @@ def train(
     splits: tuple[Split, Split] | None = None,
     resume: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     stop_after_steps: int | None = None,
 ) -> dict:
     """Train one fold; returns the summary (also written to run.out/summary.json).
 
     `splits` (train, test) replaces the ones cfg.data names, e.g. a split with labels changed in memory
-    (rdfer.experiments.noise); the config's other data settings still apply. Under torchrun every process
-    calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    (rdfer.experiments.noise); the config's other data settings still apply. A run.out that holds another
+    run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
+    `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
+    every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    out = check_out(Path(cfg.run.out), resume is not None, overwrite)
     world, device = distributed.init(cfg.run.device)
     try:
         run = setup(cfg, world, device, splits, progress and world.main)
         run.stop_after_steps = stop_after_steps
         if resume is not None:
             restore(run, Path(resume))
-        elif world.main:
-            (run.out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
         try:
             for epoch in range(run.epoch, cfg.optim.epochs):
                 run.epoch = epoch
                 row = train_epoch(run)
-                row.update(test_epoch(run))
+                try:
+                    row.update(test_epoch(run))
+                except BaseException:
+                    end_epoch(run, row)  # the epoch's training is saved even when its test fails
+                    raise
                 end_epoch(run, row)
         except _Interrupted:
             return {"interrupted_at_step": run.step}
@@ -122,9 +134,27 @@ def train(
 # ----------------------------------------------------------------------------------------------------- setup
 
 
+def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
+    """run.out as a writable folder; a folder holding another run only with `overwrite` (or to resume)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out {out} is a file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"run.out {out}: cannot create the folder ({e.strerror}): choose another --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.out {out}: the folder is not writable: choose another --out")
+    previous = [name for name in RUN_FILES if (out / name).exists()]
+    if previous and not resume and not overwrite:
+        raise ConfigError(
+            f"run.out {out} holds another run ({', '.join(previous)}): continue it with --resume, choose another "
+            "--out, or pass --overwrite to replace it"
+        )
+    return out
+
+
 def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool) -> Run:
     out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.data.batch_size % world.size:
         raise ConfigError(
             f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
@@ -136,6 +166,7 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     else:
         check_loader(cfg.data)
     train_split, test_split = splits
+    check_splits(train_split, test_split, cfg.data.batch_size // world.size, cfg.data.skip_bad)
 
     model = RDFER(cfg, train_split.classes).to(device)
     if runtime.use_channels_last(device, cfg.run):
@@ -151,14 +182,31 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
         ids = [device] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     train_loader, test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
-    writer = None
-    if world.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"))
     memory = AgreementMemory(len(train_split), device)
-    return Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, memory,
-               agreement_params(cfg.robust), train_loader, test_loader, progress, writer)  # fmt: skip
+    run = Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, memory,
+              agreement_params(cfg.robust), train_loader, test_loader, progress)  # fmt: skip
+    run.warmup_epochs = round(cfg.robust.warmup * cfg.optim.epochs)
+    run.steps_per_epoch = steps_per_epoch
+    return run
+
+
+def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
+    """Before any training: both splits hold clips, enough training clips for one batch, and their files
+    exist (all of them, or with data.skip_bad at least one per split)."""
+    if len(train) < batch_size:
+        raise ConfigError(
+            f"data.batch_size ({batch_size} per process) is larger than the training split "
+            f"({train.dataset}/{train.name}: {len(train)} clips): lower --batch-size"
+        )
+    for split in (train, test):
+        if not len(split):
+            raise DataError(f"the {split.name} split of {split.dataset} holds no clips")
+        missing = [r.path for r in split.records if not Path(r.path).exists()]
+        if missing and (not skip_bad or len(missing) == len(split)):
+            raise DataError(
+                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: check "
+                "--root" + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
+            )
 
 
 def _loaders(cfg: Config, world, device, train_split: Split, test_split: Split, batch_size: int, progress):
@@ -179,34 +227,49 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(cfg: Config, steps_per_epoch: int):
-    """Per-iteration linear warm-up, then cosine down to min_lr, as a factor of optim.lr."""
+def lr_lambda(cfg: Config, steps_per_epoch: int, restart: tuple[int, float] | None = None):
+    """Per-iteration linear warm-up, then cosine down to min_lr, as a factor of optim.lr.
+
+    `restart` (step, factor) re-plans an extended run: from that step on, a cosine from the factor the run had
+    reached down to min_lr over the steps that remain."""
     o = cfg.optim
     total = o.epochs * steps_per_epoch
     warm = int(o.warmup_epochs * steps_per_epoch)
     floor = o.min_lr / o.lr
+    begin, top = restart if restart is not None else (warm, 1.0)
 
     def factor(step: int) -> float:
-        if step < warm:
+        if step < warm and restart is None:
             return (step + 1) / warm
-        progress = (step - warm) / max(total - warm, 1)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        progress = (step - begin) / max(total - begin, 1)
+        return floor + (top - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
     return factor
 
 
 def restore(run: Run, path: Path) -> None:
     """Continue from a checkpoint of the same config: exactly under the same single process, else with the
-    same schedule, memory and weights and fresh per-rank randomness."""
+    same schedule, memory and weights and fresh per-rank randomness. A larger optim.epochs extends the run:
+    the learning rate then falls by a cosine from where it was to optim.min_lr over the added steps."""
     state = checkpoint.load(path, for_training=True)
-    changed = diff(from_dict(state["config"]), run.cfg)
+    before = from_dict(state["config"])
+    changed = [d for d in diff(before, run.cfg) if not d.startswith("optim.epochs:")]
     if changed:
-        raise ConfigError(f"{path} was made with another config; differing keys:\n  " + "\n  ".join(changed))
+        raise ConfigError(f"{path} was made with another config; differing keys: " + "; ".join(changed)
+                          + " (only optim.epochs may change, to extend a run)")
+    done = state["epoch"] + 1
+    if run.cfg.optim.epochs < done:
+        raise ConfigError(f"{path} has trained {done} epochs already: optim.epochs ({run.cfg.optim.epochs}) "
+                          "must be at least that to resume it")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.memory.load_state_dict(state["memory"])
-    run.epoch, run.step, run.history = state["epoch"] + 1, state["step"], state["history"]
+    run.epoch, run.step, run.history, run.resumed = done, state["step"], state["history"], True
+    run.warmup_epochs = round(before.robust.warmup * before.optim.epochs)
+    if run.cfg.optim.epochs != before.optim.epochs:
+        reached = lr_lambda(before, run.steps_per_epoch)(run.step)
+        run.scheduler.lr_lambdas[0] = lr_lambda(run.cfg, run.steps_per_epoch, restart=(run.step, reached))
     if state.get("world", 1) == run.world.size == 1:
         runtime.set_rng_state(state["rng"])
     else:
@@ -231,22 +294,29 @@ def train_epoch(run: Run) -> dict:
     t0 = time.perf_counter()
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not run.progress,
                leave=False, dynamic_ncols=True)  # fmt: skip
-    for batch in bar:
-        if run.stop_after_steps is not None and run.step >= run.stop_after_steps:
-            raise _Interrupted
-        run.skipped.add(batch)
-        outcome = train_step(run, batch, warm, sums, categories)
-        if outcome is Step.NONFINITE:
-            nonfinite += 1
-            run.bad_in_a_row += 1
-            if run.bad_in_a_row >= cfg.optim.max_bad_steps:
-                raise TrainingError(
-                    f"{run.bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
-                    f"step {run.step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
-                    f"The last complete checkpoint is {run.out / 'last.pt'}"
-                )
-        elif outcome is Step.TAKEN:
-            run.bad_in_a_row = 0
+    beat = _Heartbeat(enabled=run.world.main and not run.progress)
+    try:
+        for i, batch in enumerate(bar):
+            if run.stop_after_steps is not None and run.step >= run.stop_after_steps:
+                raise _Interrupted
+            beat.maybe(f"epoch {epoch + 1}/{cfg.optim.epochs}: batch {i}/{len(run.train_loader)}")
+            run.skipped.add(batch)
+            outcome = train_step(run, batch, warm, sums, categories)
+            if outcome is Step.NONFINITE:
+                nonfinite += 1
+                run.bad_in_a_row += 1
+                if run.bad_in_a_row >= cfg.optim.max_bad_steps:
+                    raise TrainingError(
+                        f"{run.bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
+                        f"step {run.step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
+                        f"The last complete checkpoint is {run.out / 'last.pt'}"
+                    )
+            elif outcome is Step.TAKEN:
+                run.bad_in_a_row = 0
+    except DataError as e:  # an unreadable clip (the loader names it): say how to go on without it
+        if cfg.data.skip_bad:
+            raise
+        raise DataError(f"{one_line(e)} (data.skip_bad=true leaves unreadable clips out and lists them)") from None
     loss_sum, correct, seen = distributed.all_reduce_sum(sums, run.world).tolist()
     categories = distributed.all_reduce_sum(categories, run.world)
     return {
@@ -260,6 +330,21 @@ def train_epoch(run: Run) -> dict:
         "seconds": time.perf_counter() - t0,
         **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories.tolist())},
     }
+
+
+class _Heartbeat:
+    """Without progress bars (stderr is not a terminal), a line every RDFER_LOG_SECONDS (default 60) seconds,
+    so a log file shows that a long epoch is moving."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.every = enabled, float(os.environ.get("RDFER_LOG_SECONDS", 60))
+        self.t0 = self.last = time.perf_counter()
+
+    def maybe(self, text: str) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            print(f"{text} ({now - self.t0:.0f}s)", file=sys.stderr, flush=True)
 
 
 def train_step(run: Run, batch: dict, warm: bool, sums: torch.Tensor, categories: torch.Tensor) -> Step:
@@ -309,11 +394,15 @@ def test_epoch(run: Run) -> dict:
 
 
 def end_epoch(run: Run, row: dict) -> None:
-    """Log the row and write last.pt (and best.pt at the best test WAR so far), on rank 0."""
+    """Log the row and write last.pt (and best.pt at the best test WAR so far), on rank 0. Weights that are no
+    longer finite stop the run here, before anything of the epoch is written."""
+    check_finite(run)
     run.history.append(row)
     if not run.world.main:
         return
-    _log(row, run.writer, run.out, run.skipped)
+    if run.rewrite_log:
+        start_log(run)
+    _log(run, row)
     cfg = run.cfg
     if cfg.robust.enabled and row["epoch"] == run.warmup_epochs and row["share_noisy"] > 0.5:
         print(
@@ -333,11 +422,39 @@ def end_epoch(run: Run, row: dict) -> None:
         checkpoint.save(run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
 
 
-def _log(row: dict, writer, out: Path, skipped: SkipReport) -> None:
+def check_finite(run: Run) -> None:
+    """One device sync per epoch: every weight and BatchNorm statistic must still be finite."""
+    tensors = [t for t in (*run.model.parameters(), *run.model.buffers()) if t.is_floating_point()]
+    if torch.stack([t.float().abs().sum() for t in tensors]).isfinite().all():
+        return
+    raise TrainingError(
+        f"the weights are no longer finite after epoch {run.epoch + 1} (optim.lr {run.cfg.optim.lr:g} too high? "
+        f"optim.grad_clip may help); nothing of this epoch was saved, the last complete checkpoint is "
+        f"{run.out / 'last.pt'}"
+    )
+
+
+def start_log(run: Run) -> None:
+    """At the first epoch this process logs: a fresh run replaces what another run left in run.out (only now
+    that it has an epoch of its own); metrics.jsonl restarts from this run's history."""
+    if not run.resumed:
+        for name in ("summary.json", "noisy_samples.csv", "best.pt"):
+            (run.out / name).unlink(missing_ok=True)
+        shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
+    with (run.out / "metrics.jsonl").open("w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in run.history[:-1])
+    run.rewrite_log = False
+
+
+def _log(run: Run, row: dict) -> None:
+    if run.writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(str(run.out / "tensorboard"))
     for k, v in row.items():
         if isinstance(v, (int, float)) and k != "epoch":
-            writer.add_scalar(k, v, row["epoch"])
-    with (out / "metrics.jsonl").open("a") as f:
+            run.writer.add_scalar(k, v, row["epoch"])
+    with (run.out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
     shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
     test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
@@ -346,8 +463,8 @@ def _log(row: dict, writer, out: Path, skipped: SkipReport) -> None:
         f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s",
         file=sys.stderr,
     )
-    if len(skipped):
-        print(skipped.summary(), file=sys.stderr)
+    if len(run.skipped):
+        print(run.skipped.summary(), file=sys.stderr)
 
 
 def finish(run: Run) -> dict:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rdfer.config import load_config
+from rdfer.errors import CheckpointError, ConfigError
 from rdfer.models import RDFER
 from rdfer.models.encoder import FrameEncoder, load_pretrained, temporal_shift
 from rdfer.models.sequence import AttentionGate, SequenceHead
@@ -153,5 +154,31 @@ def test_load_pretrained_strict_with_a_clear_report(tmp_path):
     text = str(info.value)
     assert "bad.pth" in text and "missing (" in text and "layer4.1.conv1.weight" in text
     assert "unexpected (1): layer9.weight" in text and "conv1.weight: file (64, 3, 3, 3) vs model (64, 3, 7, 7)" in text
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(ConfigError, match="never downloads"):
         load_pretrained(target, tmp_path / "absent.pth")
+
+
+def test_the_fields_ms_celeb_resnet18_loads_as_it_is_distributed(tmp_path):
+    # ijba_res18_naive.pth.tar's layout: {'state_dict': ...}, a DataParallel 'module.' prefix, and a 'feature'
+    # embedding before the 'fc' identity classifier (made here with the same keys: no download).
+    source = FrameEncoder("resnet18", 512, tsm=False)
+    state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
+    state |= {"module.feature.weight": torch.randn(256, 512), "module.feature.bias": torch.randn(256),
+              "module.fc.weight": torch.randn(8631, 256), "module.fc.bias": torch.randn(8631)}
+    path = tmp_path / "ijba_res18_naive.pth.tar"
+    torch.save({"state_dict": state, "epoch": 30, "arch": "resnet18"}, path)
+    target = FrameEncoder("resnet18", 512, tsm=False)
+    assert load_pretrained(target, path) == ["fc.bias", "fc.weight", "feature.bias", "feature.weight"]
+    for name, value in source.backbone.state_dict().items():
+        assert torch.equal(target.backbone.state_dict()[name], value), name
+
+
+def test_pretrained_file_that_would_run_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"conv1.weight": Payload()}}, path)
+    with pytest.raises(CheckpointError, match="evil.pth: not loadable as tensors"):
+        load_pretrained(FrameEncoder("small", 16, tsm=False), path)

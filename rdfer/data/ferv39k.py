@@ -23,6 +23,7 @@ import logging
 import os
 from pathlib import Path
 
+from rdfer.errors import ConfigError
 from rdfer.data.records import ClipRecord, DataError, Split, read_split_lines
 
 FERV39K_CLASSES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
@@ -43,7 +44,7 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if source not in SOURCES:
-        raise DataError(f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
+        raise ConfigError(f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
                         "is not available (use a manifest for your own video files)")
     path = ferv39k_split_file(root, split)
     frames = root / "2_ClipsforFaceCrop"

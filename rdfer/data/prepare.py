@@ -22,7 +22,7 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
     if data.root is not None:
         return Path(data.root)
     if data.dataset != "synthetic":
-        raise ValueError(f"data.root is required for dataset {data.dataset!r} (--root DIR)")
+        raise ConfigError(f"data.root is required for dataset {data.dataset!r}: pass --root DIR")
     from rdfer.data.synth import generate
 
     name = f"{data.synth_preset}-seed{data.synth_seed}-{data.synth_noise_kind}{data.synth_noise:g}"

@@ -6,6 +6,7 @@ video logits. The gathers and index computations go through rdfer.ops (the C++/C
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,7 +67,9 @@ class RDFER(nn.Module):
         self.detail_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
         if c.pretrained:
             for enc in (self.synopsis_encoder, self.detail_encoder):
-                load_pretrained(enc, c.pretrained)
+                left_out = load_pretrained(enc, c.pretrained)
+            heads = f"; left out its head ({', '.join(left_out)})" if left_out else ""
+            print(f"model.pretrained: loaded {c.pretrained} into both frame encoders{heads}", file=sys.stderr)
         args = (c.feature_dim, c.lstm_hidden, c.lstm_layers, c.heads)
         self.synopsis = SequenceHead(*args, c.synopsis_frames, self.num_classes, c.dropout)
         self.detail = SequenceHead(*args, self.clips, self.num_classes, c.dropout)
