@@ -66,9 +66,9 @@ def _cuda_toolkit(torch, forced: bool):
             )
         return None
     search = extension_build.find_toolkit(os.environ, torch.version.cuda)
-    for where, why in search.rejected:
-        print(f"rdfer: not using {where}: {why}", file=sys.stderr)
     if search.toolkit is not None:
+        for where, why in search.rejected:
+            print(f"rdfer: not using {where}: {why}", file=sys.stderr)
         return search.toolkit
     reason = extension_build.cuda_requirement(forced, torch.cuda.is_available(), search)
     if reason is not None:
