@@ -69,7 +69,9 @@ at::Tensor check_augment(const at::Tensor& frames, const at::Tensor& params) {
     const float* rows = p.const_data_ptr<float>();
     for (int64_t b = 0; b < batch; ++b) check_clip(rows + b * kAugmentColumns, b, frames.size(3), frames.size(4));
   }
-  return p.to(frames.device());
+  if (p.device() == frames.device()) return p;
+  // Through pinned memory, so that the copy to the GPU does not wait for the work already queued there.
+  return p.pin_memory().to(frames.device(), at::kFloat, /*non_blocking=*/true);
 }
 
 namespace {

@@ -93,8 +93,9 @@ RDFER_HD uint8_t to_level(float v) {
 }
 
 // Checks shared by both devices (defined in augment.cpp). Returns the parameters as float32 [B, 8],
-// contiguous, on the frames' device; parameters given on the CPU are checked there (crop box inside the
-// frame, whole numbers, flip 0 or 1, finite factors >= 0), parameters on a GPU by the kernel's device assert.
+// contiguous, on the frames' device. Parameters given on the CPU are checked there (crop box inside the
+// frame, whole numbers, flip 0 or 1, finite factors >= 0); on a GPU only the crop box is checked, by a
+// device-side assert in the kernel.
 at::Tensor check_augment(const at::Tensor& frames, const at::Tensor& params);
 
 }  // namespace rdfer

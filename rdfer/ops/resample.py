@@ -168,8 +168,8 @@ def gather_clips_augmented(
     std: Tensor,
     out_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """See gather_clips_augmented_reference. No gradient: the frames are uint8. params may stay on the CPU
-    (the op checks them there and copies them with the call)."""
+    """See gather_clips_augmented_reference. No gradient: the frames are uint8. params may stay on the CPU:
+    the op checks them there and copies them to the frames' GPU without waiting for it."""
     if not _fast(frames.device, "gather_clips_augmented"):
         return gather_clips_augmented_reference(frames, indices, params, mean, std, out_dtype)
     return torch.ops.rdfer.gather_clips_augmented(
