@@ -282,15 +282,16 @@ def _clip_frames(layout: str, batch: int, num_frames: int, size: int, seed: int,
 
 
 def _batch_params(batch: int, size: int, seed: int) -> list[AugmentParams]:
-    """clip_augment_params draws, with the edge cases forced into the first clips: a 1-pixel crop box, the
-    whole frame, flip, and each colour factor at exactly 1 and not."""
+    """clip_augment_params draws, with edge cases forced into all clips but the last: a 1-pixel crop box,
+    the whole frame, flip, and each colour factor at exactly 1 and not."""
     drawn = [clip_augment_params(seed, 3, i, size) for i in range(batch)]
     edges = [
         AugmentParams(size // 2, size - 1, 1, 1, True, 1.3, 0.7, 1.2),
         AugmentParams(0, 0, size, size, False, 1.0, 1.25, 1.0),
         AugmentParams(0, 0, size, size, True, 0.8, 1.0, 0.6),
     ]
-    return edges[:batch] + drawn[len(edges) :]
+    forced = min(len(edges), batch - 1)
+    return edges[:forced] + drawn[forced:]
 
 
 def _levels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -333,6 +334,7 @@ def test_twin_is_augment_then_gather():
     ("batch", "num_frames", "size", "clips", "length"),
     [
         (1, 5, 112, 4, 4),  # B = 1, T = 5 < K*L = 16: repeated indices
+        (5, 7, 112, 2, 4),  # every edge case at the training size
         (4, 9, 67, 2, 3),  # odd size, H + W > 128
         (3, 6, 13, 4, 4),  # small odd size
     ],
