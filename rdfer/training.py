@@ -357,7 +357,7 @@ def train_step(run: Run, batch: dict, warm: bool, sums: torch.Tensor, categories
         labels = batch["label"].to(device, non_blocking=True)
         ids = batch["sample_id"].to(device, non_blocking=True)
         with runtime.autocast(device, cfg.run):
-            result = run.step_model(frames)
+            result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
         assessed = run.memory.assess(result["detail_instance_logits"], labels, ids, run.params, warm)
         loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames)
         outcome = Step.TAKEN if torch.isfinite(loss) else Step.NONFINITE

@@ -69,6 +69,23 @@ def test_eval_is_deterministic_and_train_samples_randomly():
     assert not torch.equal(c, model(x)["synopsis_indices"])
 
 
+def test_augmenting_inside_the_gather_equals_augmenting_the_clip_first():
+    from rdfer.data.augment import apply_augment, clip_augment_params, params_to_tensor
+
+    model = RDFER(small_config(), CLASSES).eval()
+    x = frames(b=2)
+    params = [clip_augment_params(0, 3, i, 32, scale=(0.3, 1.0), jitter=0.4) for i in range(2)]
+    inside = model(x, augment=params_to_tensor(params))
+    first = model(torch.stack([apply_augment(x[i], p) for i, p in enumerate(params)]))
+    torch.testing.assert_close(inside["logits"], first["logits"], rtol=1e-4, atol=1e-4)
+    identity = params_to_tensor([clip_augment_params(0, 0, 0, 32, scale=(1.0, 1.0), jitter=0.0)] * 2)
+    plain = model(x)["logits"]
+    assert not torch.allclose(inside["logits"], plain)
+    flipless = identity.clone()
+    flipless[:, 4] = 0
+    torch.testing.assert_close(model(x, augment=flipless)["logits"], plain, rtol=0, atol=0)
+
+
 def test_average_output_option():
     cfg = small_config(**{"model.output": "average"})
     out = RDFER(cfg, CLASSES).eval()(frames())

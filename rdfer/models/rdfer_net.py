@@ -17,7 +17,7 @@ from rdfer import checkpoint
 from rdfer.config import Config, from_dict
 from rdfer.models.encoder import FrameEncoder, load_pretrained
 from rdfer.models.sequence import SequenceHead
-from rdfer.ops.resample import clip_indices, gather_clips, key_positions
+from rdfer.ops.resample import clip_indices, gather_clips, gather_clips_augmented, key_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,20 +86,28 @@ class RDFER(nn.Module):
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
-    def _encode(self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int) -> Tensor:
-        """Gather frames at indices [B, K, L], normalise, encode: -> [B, K, L, feature_dim]."""
+    def _encode(self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int,
+                augment: Tensor | None) -> Tensor:
+        """Gather frames at indices [B, K, L] (augmenting each clip by its row of `augment` when given),
+        normalise, encode: -> [B, K, L, feature_dim]."""
         dtype = torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
-        x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
-        b, k, l = indices.shape
-        return encoder(x.flatten(0, 2), group=group).view(b, k, l, -1)
+        if augment is None:
+            x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
+        else:
+            x = gather_clips_augmented(frames, indices, augment, self.mean, self.std, out_dtype=dtype)
+        b, k, length = indices.shape
+        return encoder(x.flatten(0, 2), group=group).view(b, k, length, -1)
 
-    def forward(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def forward(self, frames: Tensor, augment: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """frames uint8 [B, T, 3, H, W]; augment: float32 [B, 8], each clip's training augmentation
+        (rdfer.data.augment.params_to_tensor), applied to the frames the two streams gather and nothing else."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
         b, t = frames.shape[:2]
         c, k = self.config.model, self.clips
         syn_idx = synopsis_indices(b, t, c.synopsis_frames, self.training, generator, frames.device)
-        syn_feats = self._encode(self.synopsis_encoder, frames, syn_idx.unsqueeze(1), group=4)[:, 0]
+        syn_feats = self._encode(self.synopsis_encoder, frames, syn_idx.unsqueeze(1), 4, augment)[:, 0]
         syn_inst, syn_video, syn_bag = self.synopsis(syn_feats)
 
         with torch.no_grad():
@@ -115,7 +123,7 @@ class RDFER(nn.Module):
         else:
             centers, strides = keys, torch.full_like(keys, c.stride)
         det_idx = clip_indices(centers, strides.detach(), c.clip_length, t)
-        det_feats = self._encode(self.detail_encoder, frames, det_idx, group=c.clip_length).mean(dim=2)
+        det_feats = self._encode(self.detail_encoder, frames, det_idx, c.clip_length, augment).mean(dim=2)
         gate = torch.sigmoid(self.channel_attention(syn_bag))
         det_inst, det_video, _ = self.detail(det_feats, channel_attention=gate)
 
