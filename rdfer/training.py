@@ -104,7 +104,7 @@ def train(
     run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
     every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
-    out = check_out(Path(cfg.run.out), resume is not None, overwrite)
+    check_out(Path(cfg.run.out), resume is not None, overwrite)
     world, device = distributed.init(cfg.run.device)
     try:
         run = setup(cfg, world, device, splits, progress and world.main)
