@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -58,10 +57,15 @@ def _missing(path: Path) -> str:
     return f"{path}: missing (neither a frame folder nor a video file)"
 
 
-def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """The container and video stream of a video file; DataError naming the file if it cannot be read."""
+def open_video(path: Path):
+    """The PyAV container and video stream of a video file; DataError naming the file if it cannot be read.
+    PyAV is imported here, so frame folders never need it."""
     if not path.exists():
         raise DataError(_missing(path))
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"{path}: reading video files needs PyAV (pip install av)") from None
     try:
         container = av.open(str(path))
     except Exception as e:  # PyAV raises a family of FFmpegError/OSError subclasses for unreadable files
@@ -151,8 +155,8 @@ def read_frame_files(files: list[Path], indices: np.ndarray, size: int) -> np.nd
     return out
 
 
-def decode_video(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, av.VideoFrame]]:
-    """(k, frame) for each k in order, where frame is the video's frame number wanted[k] (wanted: distinct
+def decode_video(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, object]]:
+    """(k, frame) for each k in order, where frame (an av.VideoFrame) is the video's frame number wanted[k] (wanted: distinct
     frame numbers, ascending). Decodes sequentially, without seeking: clips are short and seeking is inexact
     for many codecs. Every failure, and a video that ends early, is a DataError naming the file."""
     container, stream = open_video(path)
