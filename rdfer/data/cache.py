@@ -9,7 +9,8 @@ The store: one folder per key (dataset, root, T, frame selection, image size, de
     lock         serialises fillers (concurrent runs, or the ranks of one torchrun job)
 The root is the deepest folder holding every clip of the split, so both splits of every DFEW fold share one
 store: fold 2 finds fold 1's clips decoded and decodes only the clips that are new. The decoder is part of the
-key because DALI's nvJPEG and the CPU loader's PIL differ by a few levels: one store, one decoder's pixels.
+key because DALI's nvJPEG and the CPU loader's PIL differ by a few levels: one store, one decoder's pixels
+(except the clips of a DALI batch that failed on a corrupt frame: the CPU twin reads that batch).
 A clip whose mtime changed is decoded again into a new row (the old one stays unused: delete the folder to
 reclaim it). A frame rewritten in place leaves its folder's mtime alone: delete the store after that.
 
@@ -240,13 +241,13 @@ def choose_storage(nbytes: int, device: torch.device, *, free_device: int = 0, t
         room = free_device - DEVICE_HEADROOM * total_device
         if nbytes <= room:
             kept = _gb(DEVICE_HEADROOM * total_device)
-            return "device", f"{_gb(nbytes)} fit in GPU memory beside {kept} kept for training"
-        where = f"{_gb(nbytes)} do not fit in GPU memory ({_gb(max(room, 0))} spare); "
+            return "device", f"{_gb(nbytes)} fit beside {kept} kept for training"
+        where = f"{_gb(nbytes)} exceed the GPU's {_gb(max(room, 0))} to spare; "
     else:
         where = "no CUDA device; "
     room = HOST_SHARE * free_host / max(local_processes, 1)
     if nbytes <= room:
-        return "host", where + f"{_gb(nbytes)} fit in host memory ({_gb(room)} for this process)"
+        return "host", where + f"{_gb(nbytes)} fit in this process's {_gb(room)} of host memory"
     return "disk", where + f"{_gb(nbytes)} exceed this process's {_gb(room)} of host memory"
 
 
@@ -330,7 +331,7 @@ class CachedClipLoader(PositionBatchLoader):
     @property
     def placement(self) -> str:
         """Where the frames are kept and why, and the store's folder (build_loader's notice)."""
-        return f"{_PLACES[self.storage]} ({self.why}); store {self.view.folder}"
+        return f"{_PLACES[self.storage]} ({self.why}), store {self.view.folder}"
 
     def _plan(self, positions: list[int]) -> _Plan:
         plan = _Plan([], [])
@@ -346,59 +347,69 @@ class CachedClipLoader(PositionBatchLoader):
                 break
         return plan
 
-    def _stage(self, good: list[int], slot: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-        """The rows of `good`, read from host memory or the memmap (in a worker thread, one batch ahead). On a
-        CUDA run they are gathered into pinned buffer `slot` and copied to the device on a side stream: the
-        returned event marks the copy's end."""
+    def _rows(self, good: list[int], out: np.ndarray | None = None) -> np.ndarray:
+        """The rows of split positions `good`, from host memory or the memmap (into `out` when given)."""
         # np.take: several times faster than torch's CPU gathers of whole rows.
         if self.storage == "host":
-            source, rows = self.frames.numpy(), good
-        else:
-            source, rows = self.memmap, self.view.rows[good]
+            return np.take(self.frames.numpy(), good, axis=0, out=out)
+        return np.take(self.memmap, self.view.rows[good], axis=0, out=out)
+
+    def _stage(self, good: list[int], slot: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The rows of `good` (in a worker thread, one batch ahead of the consumer). On a CUDA run they are
+        gathered into pinned buffer `slot` and copied to the device on a side stream; the event marks the
+        copy's end."""
         if self.device.type != "cuda":
-            return torch.from_numpy(np.take(source, rows, axis=0)), None
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(self.device)
-        if len(self._staging) <= slot:
-            shape = (self.batch_size, *self.view.key.row_shape)
-            self._staging.append(torch.empty(shape, dtype=torch.uint8, pin_memory=True))
-            self._copied.append(torch.cuda.Event())
-        self._copied[slot].synchronize()  # the copy that last read this buffer is done
-        staged = self._staging[slot][:len(good)]
-        np.take(source, rows, axis=0, out=staged.numpy())
-        with torch.cuda.stream(self._copy_stream):
-            frames = torch.empty(staged.shape, dtype=torch.uint8, device=self.device)
-            frames.copy_(staged, non_blocking=True)
-            self._copied[slot].record(self._copy_stream)
+            return torch.from_numpy(self._rows(good)), None
+        with torch.cuda.device(self.device):  # this thread's own current device is the first GPU
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(self.device)
+            if len(self._staging) <= slot:
+                shape = (self.batch_size, *self.view.key.row_shape)
+                self._staging.append(torch.empty(shape, dtype=torch.uint8, pin_memory=True))
+                self._copied.append(torch.cuda.Event())
+            self._copied[slot].synchronize()  # the copy that last read this buffer is done
+            staged = self._staging[slot][:len(good)]
+            self._rows(good, out=staged.numpy())
+            with torch.cuda.stream(self._copy_stream):
+                frames = torch.empty(staged.shape, dtype=torch.uint8, device=self.device)
+                frames.copy_(staged, non_blocking=True)
+                self._copied[slot].record(self._copy_stream)
         return frames, self._copied[slot]
 
-    def _batch(self, plan: _Plan, staged: Future | None) -> dict:
+    def _prepare(self, positions: list[int], slot: int) -> tuple[_Plan, dict | None, tuple | None]:
+        """A batch, one ahead of the consumer, in a worker thread: its plan; its labels, ids and augmentation
+        rows; and (host, disk) its frames staged. _finish completes it when the consumer asks for it."""
+        plan = self._plan(positions)
+        if plan.error is not None or not plan.good:
+            return plan, None, None
+        batch = self.batch_of(plan.good, None) | {"skipped": plan.skipped}
+        return plan, batch, self._stage(plan.good, slot) if self.storage != "device" else None
+
+    def _finish(self, plan: _Plan, batch: dict | None, staged: tuple | None) -> dict:
         if plan.error is not None:
-            raise plan.error
-        if not plan.good:
+            raise plan.error  # at the bad clip's batch, as the CPU loader raises it
+        if batch is None:
             return self.collate.empty(plan.skipped)
         if self.storage == "device":
-            frames = self.frames.index_select(0, torch.tensor(plan.good, device=self.device))
-        else:
-            frames, copied = staged.result()
-            if copied is not None:  # the consumer's stream waits for the copy, and keeps the memory till done
-                current = torch.cuda.current_stream(self.device)
-                current.wait_event(copied)
-                frames.record_stream(current)
-        return self.batch_of(plan.good, frames) | {"skipped": plan.skipped}
+            batch["frames"] = self.frames.index_select(0, torch.tensor(plan.good, device=self.device))
+            return batch
+        batch["frames"], copied = staged
+        if copied is not None:  # the consumer's stream waits for the copy and keeps the memory until done
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(copied)
+            batch["frames"].record_stream(current)
+        return batch
 
     def __iter__(self) -> Iterator[dict]:
-        plans = (self._plan(p) for p in self.position_batches())
         with ThreadPoolExecutor(1, thread_name_prefix="frame-cache") as pool:
-            ahead = None  # (plan, its rows in flight): one batch ahead of the consumer
-            for k, plan in enumerate(plans):
-                stage = plan.error is None and plan.good and self.storage != "device"
-                current = (plan, pool.submit(self._stage, plan.good, k % 2) if stage else None)
+            ahead: Future | None = None
+            for k, positions in enumerate(self.position_batches()):
+                current = pool.submit(self._prepare, positions, k % 2)
                 if ahead is not None:
-                    yield self._batch(*ahead)
+                    yield self._finish(*ahead.result())
                 ahead = current
             if ahead is not None:
-                yield self._batch(*ahead)
+                yield self._finish(*ahead.result())
 
 
 def make_cached_loader(split: Split, *, storage: str, decoder: str, device: torch.device | str,

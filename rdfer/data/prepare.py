@@ -92,8 +92,8 @@ def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int
                                   "or set data.cache=off") from e
             why = f"no room for the frame cache: {e}"
         else:
-            _notice(f"data: {what} from the frame cache in {loader.placement}, decoded by {name} "
-                    f"({decoder_why})", notice)
+            filler = name if decoder == "dali" or device.type != "cuda" else f"{name} ({decoder_why})"
+            _notice(f"data: {what} from the frame cache in {loader.placement}; filled by {filler}", notice)
             return loader
     _notice(f"data: {what} decoded every epoch by {name} ({decoder_why}; {why})", notice)
     if decoder == "dali":
