@@ -13,6 +13,7 @@ RDFER_BENCH_ROOT=DIR times an existing dfew-shaped folder (`python -m rdfer.data
 without it, 56 training clips with dfew-shaped's frame size and JPEG settings are generated into a temporary
 folder. The frame cache's store goes to a temporary folder as well.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,14 @@ _NOTES: list[str] = []
 def split(tmp_path_factory):
     root = os.environ.get("RDFER_BENCH_ROOT")
     if root is None:
-        root = generate("dfew-shaped", tmp_path_factory.mktemp("dfew-shaped"), dfew_frame_counts=None,
-                        train_per_class=(8,) * 7, test_per_class=(0,) * 7, progress=False)
+        root = generate(
+            "dfew-shaped",
+            tmp_path_factory.mktemp("dfew-shaped"),
+            dfew_frame_counts=None,
+            train_per_class=(8,) * 7,
+            test_per_class=(0,) * 7,
+            progress=False,
+        )
     return load_split("synthetic", Path(root), "train")
 
 
@@ -65,13 +72,22 @@ def _loader(impl: str, split):
         from rdfer.data.dali import make_dali_loader
 
         return make_dali_loader(split, device=DEVICE, threads=default_workers(), prefetch=2, **kw)
-    from rdfer.data.cache import make_cached_loader
+    from rdfer.data.cached_loader import make_cached_loader
 
     t0 = time.perf_counter()
-    loader = make_cached_loader(split, storage="auto", decoder="dali" if GPU else "torch", device=DEVICE,
-                                workers=default_workers(), progress=False, **kw)
-    _NOTES.append(f"  cache fill + load: {time.perf_counter() - t0:.1f} s for {len(split)} clips "
-                  f"(kept in: {loader.storage})")
+    loader = make_cached_loader(
+        split,
+        storage="auto",
+        decoder="dali" if GPU else "torch",
+        device=DEVICE,
+        workers=default_workers(),
+        progress=False,
+        **kw,
+    )
+    _NOTES.append(
+        f"  cache fill + load: {time.perf_counter() - t0:.1f} s for {len(split)} clips "
+        f"(kept in: {loader.storage})"
+    )
     return loader
 
 

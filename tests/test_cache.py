@@ -1,5 +1,7 @@
-"""The frame cache (rdfer.data.cache) against its twin, the CPU loader: the same batches from a store filled
-once; reuse, rebuild and extension of the store; interrupted fills; bad clips; where the frames are kept."""
+"""The frame cache (rdfer.data.cache, rdfer.data.cached_loader) against its twin, the CPU loader: the same
+batches from a store filled once; reuse, rebuild and extension of the store; interrupted fills; bad clips;
+where the frames are kept."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +19,9 @@ import torch
 
 from rdfer.config import ConfigError, from_dict, load_config
 from rdfer.data import cache as cache_module
-from rdfer.data.cache import (
-    CachedClipLoader,
-    StoreKey,
-    choose_storage,
-    fill_store,
-    make_cached_loader,
-    measured_storage,
-    split_root,
-)
+from rdfer.data import cached_loader as cached_loader_module
+from rdfer.data.cache import StoreKey, fill_store, split_root
+from rdfer.data.cached_loader import CachedClipLoader, choose_storage, make_cached_loader, measured_storage
 from rdfer.data.loader import SkipReport, decode_clips, make_loader, set_loader_epoch
 from rdfer.data.prepare import build_loader
 from rdfer.data.records import DataError
@@ -68,15 +64,17 @@ def decodes(monkeypatch):
 
     calls = []
     real = loader_module.load_clip_frames
-    monkeypatch.setattr(loader_module, "load_clip_frames",
-                        lambda p, *a: calls.append(Path(p).name) or real(p, *a))
+    monkeypatch.setattr(
+        loader_module, "load_clip_frames", lambda p, *a: calls.append(Path(p).name) or real(p, *a)
+    )
     return calls
 
 
 def cached(split, storage="host", workers=0, **kw):
     kw = {"num_frames": T, "image_size": SIZE, **kw}
-    return make_cached_loader(split, storage=storage, decoder="torch", device="cpu", workers=workers,
-                              progress=False, **kw)
+    return make_cached_loader(
+        split, storage=storage, decoder="torch", device="cpu", workers=workers, progress=False, **kw
+    )
 
 
 def cpu(split, workers=0, **kw):
@@ -266,8 +264,10 @@ cache.fill_store(split, key, decode, progress=False)
 
 def test_a_killed_filler_leaves_a_usable_store(data_root, tmp_path, decodes, cache_env):
     ready = tmp_path / "ready"
-    child = subprocess.Popen([sys.executable, "-c", _KILLED_FILLER, str(Path(__file__).parent),
-                              str(data_root), str(ready)], env=os.environ.copy())
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_FILLER, str(Path(__file__).parent), str(data_root), str(ready)],
+        env=os.environ.copy(),
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -346,7 +346,7 @@ def test_choose_storage_from_the_free_memory():
 
 def test_measured_storage_reads_the_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * GB, 140 * GB))
-    monkeypatch.setattr(cache_module, "_available_host_memory", lambda: 100 * GB)
+    monkeypatch.setattr(cached_loader_module, "_available_host_memory", lambda: 100 * GB)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     gpu = torch.device("cuda", 0)
     assert measured_storage(40 * GB, gpu)[0] == "device"  # 100 - 0.35 * 140 = 51 GB spare
@@ -365,8 +365,9 @@ def test_the_store_goes_where_rdfer_frame_cache_says(data_root, tmp_path, monkey
 
 
 def _data(*overrides):
-    return load_config("quick", [f"data.num_frames={T}", f"data.image_size={SIZE}", "data.workers=0",
-                                 *overrides]).data
+    return load_config(
+        "quick", [f"data.num_frames={T}", f"data.image_size={SIZE}", "data.workers=0", *overrides]
+    ).data
 
 
 def test_build_loader_uses_the_cache_by_default(data_root, capsys, monkeypatch):
@@ -419,8 +420,17 @@ def test_gpu_batches_are_the_cpu_loaders(data_root, storage):
     split = split_of(data_root)
     for train in (True, False):
         kw = dict(batch_size=3, train=train)
-        loader = make_cached_loader(split, storage=storage, decoder="torch", device="cuda", workers=0,
-                                    progress=False, num_frames=T, image_size=SIZE, **kw)
+        loader = make_cached_loader(
+            split,
+            storage=storage,
+            decoder="torch",
+            device="cuda",
+            workers=0,
+            progress=False,
+            num_frames=T,
+            image_size=SIZE,
+            **kw,
+        )
         for epoch in (0, 2):
             set_loader_epoch(loader, epoch)
             batches = list(loader)

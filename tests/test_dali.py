@@ -11,6 +11,7 @@ resize, max 11, mean 2.2. Tolerance there: max 16, mean 3. A wrong frame differs
 The augmentation is not applied by any loader: its parameters ('augment') must be equal, exactly.
 Every parity test also asserts that DALI made each batch (the loader's counters), not its CPU fallback.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -26,7 +27,7 @@ from PIL import Image
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed (pip install 'rdfer[dali]')")
 
 from rdfer.config import load_config  # noqa: E402
-from rdfer.data.cache import CachedClipLoader, make_cached_loader  # noqa: E402
+from rdfer.data.cached_loader import CachedClipLoader, make_cached_loader  # noqa: E402
 from rdfer.data.dali import DaliClipLoader, split_source  # noqa: E402
 from rdfer.data.loader import SkipReport, make_loader, set_loader_epoch  # noqa: E402
 from rdfer.data.prepare import build_loader  # noqa: E402
@@ -53,16 +54,21 @@ def textured_folder(folder: Path, seed: int, n: int, src: int = 40, ext: str = "
     folder.mkdir(parents=True)
     for k in range(n):
         small = rng.integers(0, 256, (src // 4, src // 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((src, src), Image.Resampling.BILINEAR).save(folder / f"{k + 1}{ext}",
-                                                                                  quality=90)
+        Image.fromarray(small).resize((src, src), Image.Resampling.BILINEAR).save(
+            folder / f"{k + 1}{ext}", quality=90
+        )
     return folder
 
 
 @pytest.fixture
 def textured_split(tmp_path):
     lengths = [3, 8, 13, 5, 20, 1, 9]
-    return make_split([(textured_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
-                       for c, n in enumerate(lengths)])
+    return make_split(
+        [
+            (textured_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
+            for c, n in enumerate(lengths)
+        ]
+    )
 
 
 def dali(split, **kw):
@@ -151,8 +157,9 @@ def textured_video(path: Path, seed: int, n: int, size: int = 32) -> Path:
 
 @pytest.mark.parametrize("train", [False, True])
 def test_vp9_videos_match_the_cpu_loader(tmp_path, train):
-    split = make_split([(textured_video(tmp_path / f"c{c}.webm", c, n), c % 3)
-                        for c, n in enumerate([3, 9, 12])])
+    split = make_split(
+        [(textured_video(tmp_path / f"c{c}.webm", c, n), c % 3) for c, n in enumerate([3, 9, 12])]
+    )
     assert split_source(split) == "video"
     kw = dict(batch_size=2, train=train)
     assert_same_batches(cpu(split, **kw), dali(split, **kw), VIDEO_TOL, VIDEO_MEAN_TOL)
@@ -160,8 +167,9 @@ def test_vp9_videos_match_the_cpu_loader(tmp_path, train):
 
 def test_vp9_frame_indices(tmp_path):
     lengths = [3, 8, 13]
-    split = make_split([(write_video(tmp_path / f"c{c}.webm", c, n, "libvpx-vp9"), 0)
-                        for c, n in enumerate(lengths)])
+    split = make_split(
+        [(write_video(tmp_path / f"c{c}.webm", c, n, "libvpx-vp9"), 0) for c, n in enumerate(lengths)]
+    )
     for batch in dali(split, batch_size=2, train=False):
         for frames, sid in zip(batch["frames"], batch["sample_id"].tolist(), strict=True):
             assert_frames_match_sources(frames, sid, lengths[sid])
@@ -170,8 +178,9 @@ def test_vp9_frame_indices(tmp_path):
 def test_eval_pass_covers_every_clip_once_in_order(textured_split):
     seen = [i for b in dali(textured_split, batch_size=3, train=False) for i in b["sample_id"].tolist()]
     assert seen == list(range(7))
-    shards = [dali(textured_split, batch_size=2, train=False, sampler=eval_shard(7, World(r, 2)))
-              for r in range(2)]
+    shards = [
+        dali(textured_split, batch_size=2, train=False, sampler=eval_shard(7, World(r, 2))) for r in range(2)
+    ]
     ids = [[i for b in s for i in b["sample_id"].tolist()] for s in shards]
     assert ids == [[0, 2, 4, 6], [1, 3, 5]]
 
@@ -193,17 +202,23 @@ def test_skip_bad_gives_the_cpu_loaders_batches_and_report(tmp_path, textured_sp
     cases = ("corrupt.jpg", "truncated.jpg", "empty", "missing")
     split = make_split(good[:2] + [(bad[c][0], 0) for c in cases] + good[2:])
     reports = []
-    for loader in (cpu(split, batch_size=3, train=False, skip_bad=True),
-                   dali(split, batch_size=3, train=False, skip_bad=True)):
+    for loader in (
+        cpu(split, batch_size=3, train=False, skip_bad=True),
+        dali(split, batch_size=3, train=False, skip_bad=True),
+    ):
         report = SkipReport()
         for batch in loader:
             report.add(batch)
         reports.append(report.entries)
     assert reports[0] == reports[1] and len(reports[1]) == len(cases)
     # The batches with a corrupt frame fail in DALI and are read by the CPU twin, which reports the frame.
-    assert_same_batches(cpu(split, batch_size=3, train=False, skip_bad=True),
-                        dali(split, batch_size=3, train=False, skip_bad=True), FRAME_TOL, FRAME_MEAN_TOL,
-                        fallback=True)
+    assert_same_batches(
+        cpu(split, batch_size=3, train=False, skip_bad=True),
+        dali(split, batch_size=3, train=False, skip_bad=True),
+        FRAME_TOL,
+        FRAME_MEAN_TOL,
+        fallback=True,
+    )
 
 
 def test_corrupt_video_is_skipped_like_the_cpu_loader(tmp_path):
@@ -223,8 +238,9 @@ def cache_env(tmp_path, monkeypatch):
 
 def test_build_loader_choice(textured_split, capsys, monkeypatch, cache_env):
     monkeypatch.setattr("rdfer.data.prepare._NOTICES", set())
-    data = load_config("quick", [f"data.num_frames={T}", f"data.image_size={SIZE}", "data.workers=0",
-                                 "data.cache=off"]).data
+    data = load_config(
+        "quick", [f"data.num_frames={T}", f"data.image_size={SIZE}", "data.workers=0", "data.cache=off"]
+    ).data
     kw = dict(train=False, batch_size=2, seed=0, device=torch.device("cpu"), progress=False)
     auto = build_loader(textured_split, data, **kw)
     assert isinstance(auto, torch.utils.data.DataLoader)  # no CUDA device: the CPU loader, with a notice
@@ -236,14 +252,15 @@ def test_build_loader_choice(textured_split, capsys, monkeypatch, cache_env):
     data.loader, data.cache = "dali", "auto"  # DALI fills the frame cache
     cached = build_loader(textured_split, data, **kw)
     assert isinstance(cached, CachedClipLoader) and cached.view.key.decoder == "dali-cpu"
-    assert "decoded by DALI" in capsys.readouterr().err
+    assert "filled by DALI" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("train", [False, True])
 def test_a_cache_filled_by_dali_gives_the_dali_loaders_batches(textured_split, cache_env, train):
     kw = dict(batch_size=3, train=train, num_frames=T, image_size=SIZE, seed=4)
-    filled = make_cached_loader(textured_split, storage="host", decoder="dali", device="cpu", workers=2,
-                                progress=False, **kw)
+    filled = make_cached_loader(
+        textured_split, storage="host", decoder="dali", device="cpu", workers=2, progress=False, **kw
+    )
     assert_same_batches(dali(textured_split, **kw), filled, 0, 0.0)  # the same decoder: the same pixels
     assert_same_batches(cpu(textured_split, **kw), filled, FRAME_TOL, FRAME_MEAN_TOL)
 
@@ -254,16 +271,29 @@ def test_dali_filler_reports_bad_clips_as_the_cpu_loader_does(tmp_path, textured
     cases = ("corrupt.jpg", "empty", "missing", "truncated.jpg")
     split = make_split(good[:3] + [(bad[c][0], 0) for c in cases] + good[3:])
     kw = dict(batch_size=4, train=False, skip_bad=True)
-    filled = make_cached_loader(split, storage="disk", decoder="dali", device="cpu", workers=2,
-                                progress=False, num_frames=T, image_size=SIZE, **kw)
+    filled = make_cached_loader(
+        split,
+        storage="disk",
+        decoder="dali",
+        device="cpu",
+        workers=2,
+        progress=False,
+        num_frames=T,
+        image_size=SIZE,
+        **kw,
+    )
     assert sorted(filled.view.problems) == [3, 4, 5, 6]
     assert_same_batches(cpu(split, **kw), filled, FRAME_TOL, FRAME_MEAN_TOL)
 
 
 def test_importing_rdfer_does_not_import_dali():
     code = "import sys, rdfer, rdfer.train, rdfer.evaluate; print('nvidia.dali' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 @pytest.mark.cuda
@@ -284,7 +314,8 @@ def test_gpu_pipeline_matches_the_cpu_loader(textured_split):
 def test_gpu_filled_cache_gives_the_gpu_pipelines_batches(textured_split, cache_env):
     for train in (False, True):
         kw = dict(batch_size=3, train=train, num_frames=T, image_size=SIZE)
-        filled = make_cached_loader(textured_split, storage="device", decoder="dali", device="cuda",
-                                    progress=False, **kw)
+        filled = make_cached_loader(
+            textured_split, storage="device", decoder="dali", device="cuda", progress=False, **kw
+        )
         assert filled.view.key.decoder == "dali-gpu"
         assert_same_batches(DaliClipLoader(textured_split, device="cuda", **kw), filled, 0, 0.0)

@@ -1,4 +1,5 @@
 """Frame IO and the CPU clip loader on tiny datasets made in tmp_path, and the committed bad-input files."""
+
 from __future__ import annotations
 
 import shutil
@@ -71,9 +72,12 @@ def write_video(path: Path, clip: int, n: int, codec: str, size: int = 32) -> Pa
 
 
 def make_split(records: list[tuple[Path, int]], name: str = "test") -> Split:
-    return Split("synthetic", name, ("a", "b", "c"), [
-        ClipRecord(sample_id=i, key=p.name, path=p, label=label) for i, (p, label) in enumerate(records)
-    ])
+    return Split(
+        "synthetic",
+        name,
+        ("a", "b", "c"),
+        [ClipRecord(sample_id=i, key=p.name, path=p, label=label) for i, (p, label) in enumerate(records)],
+    )
 
 
 def assert_frames_match_sources(frames: torch.Tensor, clip: int, n: int, tol: int = 4) -> None:
@@ -87,10 +91,12 @@ def assert_frames_match_sources(frames: torch.Tensor, clip: int, n: int, tol: in
 @pytest.fixture
 def folder_split(tmp_path: Path) -> Split:
     lengths = [3, 8, 13, 5, 20, 1, 9]  # shorter and longer than T, one single-frame clip
-    return make_split([
-        (write_frame_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
-        for c, n in enumerate(lengths)
-    ])
+    return make_split(
+        [
+            (write_frame_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
+            for c, n in enumerate(lengths)
+        ]
+    )
 
 
 # ---- frame IO -------------------------------------------------------------------------------------------
@@ -210,8 +216,9 @@ def test_skip_bad_drops_and_lists_every_bad_clip(tmp_path, folder_split, workers
     good = [(r.path, r.label) for r in folder_split.records]
     records = good[:2] + [(p, 0) for p, _, _ in bad.values()] + good[2:]
     split = make_split(records)
-    loader = make_loader(split, batch_size=3, train=False, num_frames=T, image_size=SIZE,
-                         workers=workers, skip_bad=True)
+    loader = make_loader(
+        split, batch_size=3, train=False, num_frames=T, image_size=SIZE, workers=workers, skip_bad=True
+    )
     report = SkipReport()
     seen = []
     for batch in loader:
@@ -230,8 +237,9 @@ def test_skip_bad_drops_and_lists_every_bad_clip(tmp_path, folder_split, workers
 def test_a_training_batch_of_bad_clips_is_empty_with_its_augment_rows(tmp_path):
     bad = _bad_inputs(tmp_path)
     split = make_split([(bad[c][0], 0) for c in ("corrupt.jpg", "missing")])
-    (batch,) = make_loader(split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0,
-                           skip_bad=True)
+    (batch,) = make_loader(
+        split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0, skip_bad=True
+    )
     assert batch["frames"].shape == (0, T, 3, SIZE, SIZE) and batch["augment"].shape == (0, 8)
     assert len(batch["skipped"]) == 2
 
@@ -284,8 +292,9 @@ def test_augment_rows_hold_the_parameters():
         assert row[:5] == [p.y0, p.x0, p.h, p.w, float(p.flip)]  # whole numbers: exact
         assert row[5:] == pytest.approx([p.brightness, p.contrast, p.saturation], rel=1e-7)
     # Parameters rebuilt from a row give the reference's pixels, up to the float32 rounding of the factors.
-    frames = torch.randint(0, 256, (2, 3, 112, 112), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
+    frames = torch.randint(
+        0, 256, (2, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     for p, row in zip(params[:6], rows[:6].tolist(), strict=True):
         back = AugmentParams(*(int(v) for v in row[:4]), bool(row[4]), *row[5:])
         assert (apply_augment(frames, back).int() - apply_augment(frames, p).int()).abs().max() <= 1
@@ -307,8 +316,18 @@ def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
 
 def test_train_order_and_augmentation_are_pure_functions_of_seed_and_epoch(folder_split):
     def run(seed, epoch):
-        return _collect(make_loader(folder_split, batch_size=3, train=True, num_frames=T, image_size=SIZE,
-                                    workers=0, seed=seed, epoch=epoch))
+        return _collect(
+            make_loader(
+                folder_split,
+                batch_size=3,
+                train=True,
+                num_frames=T,
+                image_size=SIZE,
+                workers=0,
+                seed=seed,
+                epoch=epoch,
+            )
+        )
 
     first = run(42, 0)
     assert len(first) == 2  # 7 clips, batch 3: the partial batch is dropped in training
@@ -329,15 +348,18 @@ def test_train_order_and_augmentation_are_pure_functions_of_seed_and_epoch(folde
 def test_set_loader_epoch_matches_a_fresh_loader(folder_split):
     loader = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0)
     set_loader_epoch(loader, 5)
-    fresh = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0,
-                        epoch=5)
+    fresh = make_loader(
+        folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0, epoch=5
+    )
     _assert_same_batches(_collect(loader), _collect(fresh))
 
 
 def test_workers_do_not_change_batches(folder_split):
     kwargs = dict(batch_size=3, train=True, num_frames=T, image_size=SIZE, seed=3, epoch=1)
-    _assert_same_batches(_collect(make_loader(folder_split, workers=0, **kwargs)),
-                         _collect(make_loader(folder_split, workers=2, **kwargs)))
+    _assert_same_batches(
+        _collect(make_loader(folder_split, workers=0, **kwargs)),
+        _collect(make_loader(folder_split, workers=2, **kwargs)),
+    )
 
 
 def test_train_loader_rejects_split_smaller_than_batch(folder_split):
@@ -346,8 +368,9 @@ def test_train_loader_rejects_split_smaller_than_batch(folder_split):
 
 
 def test_custom_sampler_overrides_order(folder_split):
-    loader = make_loader(folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE, workers=0,
-                         sampler=[6, 0, 3])
+    loader = make_loader(
+        folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE, workers=0, sampler=[6, 0, 3]
+    )
     assert torch.cat([b["sample_id"] for b in loader]).tolist() == [6, 0, 3]
 
 
@@ -358,8 +381,16 @@ def test_distributed_sampler_shards_the_split(folder_split):
     for rank in (0, 1):
         # DistributedSampler only needs len(): the Split itself will do.
         sampler = DistributedSampler(folder_split, num_replicas=2, rank=rank, shuffle=True, seed=42)
-        loader = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0,
-                             sampler=sampler, epoch=3)
+        loader = make_loader(
+            folder_split,
+            batch_size=2,
+            train=True,
+            num_frames=T,
+            image_size=SIZE,
+            workers=0,
+            sampler=sampler,
+            epoch=3,
+        )
         assert sampler.epoch == 3
         ids += torch.cat([b["sample_id"] for b in loader]).tolist()
     # 7 clips padded to 8 (one repeated), 4 per rank, 2 full batches each: both ranks together see every clip.

@@ -18,6 +18,7 @@ counts the batches each way (`dali_batches`, `cpu_batches`), so a test can tell 
 `decode_clips_dali` is the frame cache's GPU filler. DALI is imported here only: `import rdfer` never
 imports it.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,11 +97,22 @@ class DaliClipLoader(PositionBatchLoader):
     ) -> None:
         source = split_source(split)
         if source == "mixed":
-            raise ValueError(f"{split.dataset}/{split.name}: the DALI loader needs all frame folders or all "
-                             "videos, not a mix")
-        super().__init__(split, batch_size=batch_size, train=train, num_frames=num_frames,
-                         image_size=image_size, seed=seed, skip_bad=skip_bad, sampler=sampler, epoch=epoch,
-                         augment=augment)
+            raise ValueError(
+                f"{split.dataset}/{split.name}: the DALI loader needs all frame folders or all "
+                "videos, not a mix"
+            )
+        super().__init__(
+            split,
+            batch_size=batch_size,
+            train=train,
+            num_frames=num_frames,
+            image_size=image_size,
+            seed=seed,
+            skip_bad=skip_bad,
+            sampler=sampler,
+            epoch=epoch,
+            augment=augment,
+        )
         self.source = source
         self.device = torch.device(device)
         self.threads = threads or min(len(os.sched_getaffinity(0)), 8)
@@ -143,13 +155,18 @@ class DaliClipLoader(PositionBatchLoader):
         gpu = self.device.type == "cuda"
         max_batch = self.batch_size * (1 if video else d.num_frames)
 
-        @pipeline_def(batch_size=max_batch, num_threads=self.threads, prefetch_queue_depth=self.prefetch,
-                      device_id=(self.device.index or 0) if gpu else None)
+        @pipeline_def(
+            batch_size=max_batch,
+            num_threads=self.threads,
+            prefetch_queue_depth=self.prefetch,
+            device_id=(self.device.index or 0) if gpu else None,
+        )
         def pipe():
             # One callback for all inputs: DALI calls it up to `prefetch` batches ahead of the consumer.
             dtypes = [types.UINT8] + [types.INT32] * video
-            encoded, *frames = fn.external_source(source=self._next_inputs, num_outputs=len(dtypes),
-                                                  batch=True, dtype=dtypes)
+            encoded, *frames = fn.external_source(
+                source=self._next_inputs, num_outputs=len(dtypes), batch=True, dtype=dtypes
+            )
             decode_device = "mixed" if gpu else "cpu"
             if video:
                 x = fn.decoders.video(encoded, device=decode_device, frames=frames[0], pad_mode="none")
@@ -240,8 +257,10 @@ class DaliClipLoader(PositionBatchLoader):
             batch = self._cpu_batch(prep)
             if not batch["skipped"] and not self._warned:
                 self._warned = True
-                warnings.warn(f"DALI failed on a batch that the CPU loader reads; read on the CPU ({error})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"DALI failed on a batch that the CPU loader reads; read on the CPU ({error})",
+                    stacklevel=2,
+                )
             # The pipeline's state after a failure is unknown: a new one takes the batches already handed out.
             self._pipe = None
             self._refeed = deque(p for p in self._sequence if p.positions)
@@ -262,13 +281,27 @@ def make_dali_loader(split: Split, **kwargs) -> DaliClipLoader:
     return DaliClipLoader(split, **kwargs)
 
 
-def decode_clips_dali(paths: list[Path], num_frames: int, size: int, device: torch.device | str,
-                      threads: int | None = None, batch_size: int = 16) -> Iterator:
+def decode_clips_dali(
+    paths: list[Path],
+    num_frames: int,
+    size: int,
+    device: torch.device | str,
+    threads: int | None = None,
+    batch_size: int = 16,
+) -> Iterator:
     """Each clip of `paths`, in order, decoded and resized by DALI on `device`: uint8 [T, 3, size, size] on
     the CPU, or the message of its DataError (the frame cache's GPU filler, as loader.decode_clips)."""
     split = Split("frame cache", "fill", (), [ClipRecord(k, str(p), Path(p), 0) for k, p in enumerate(paths)])
-    loader = make_dali_loader(split, batch_size=batch_size, train=False, num_frames=num_frames,
-                              image_size=size, skip_bad=True, device=device, threads=threads)
+    loader = make_dali_loader(
+        split,
+        batch_size=batch_size,
+        train=False,
+        num_frames=num_frames,
+        image_size=size,
+        skip_bad=True,
+        device=device,
+        threads=threads,
+    )
     for positions, batch in zip(loader.position_batches(), loader, strict=True):
         good = dict(zip(batch["sample_id"].tolist(), batch["frames"].cpu(), strict=True))
         problems = iter(batch["skipped"])  # the bad clips' messages, in batch order

@@ -1,7 +1,7 @@
 """The CPU clip loader: a torch Dataset over a Split and its DataLoader (the DALI pipeline's twin, baseline).
 
 A clip is T frames at uniform indices over its length, each resized to size x size. Every loader of the
-package (this one, rdfer.data.dali, rdfer.data.cache) yields the same batches:
+package (this one, rdfer.data.dali, rdfer.data.cached_loader) yields the same batches:
     {'frames': uint8 [B, T, 3, H, W] resized only, never augmented, 'label': int64 [B],
      'sample_id': int64 [B], 'skipped': list[str], and when training 'augment': float32 [B, 8]}
 Row b of 'augment' is clip b's augmentation (AUGMENT_COLUMNS, from clip_augment_params); the consumer applies
@@ -12,6 +12,7 @@ Epochs: the training order and the augmentation depend only on (seed, epoch, sam
 `set_loader_epoch(loader, epoch)` before iterating an epoch. Worker processes are started anew by each
 iteration (no persistent workers), so they see the epoch that was set.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,12 @@ def decode_clips(paths: list[Path], num_frames: int, size: int, workers: int | N
     workers = default_workers() if workers is None else workers
     # A private generator, as in make_loader: decoding must not advance torch's global RNG, or a run that
     # fills the frame cache would draw other random numbers than one that finds it full.
-    yield from DataLoader(_DecodeEach(list(paths), num_frames, size), batch_size=None, num_workers=workers,
-                          generator=torch.Generator().manual_seed(0))
+    yield from DataLoader(
+        _DecodeEach(list(paths), num_frames, size),
+        batch_size=None,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 # The columns of a batch's 'augment' rows: AugmentParams' fields in their order, flip as 0.0 or 1.0.
@@ -214,8 +219,9 @@ def _epoch_sampler(split: Split, train: bool, batch_size: int, seed: int, sample
         sampler.set_epoch(epoch)
     available = len(sampler) if sampler is not None else len(split.records)
     if train and available < batch_size:
-        raise ValueError(f"{split.dataset}/{split.name}: {available} training clips "
-                         f"< batch_size {batch_size}")
+        raise ValueError(
+            f"{split.dataset}/{split.name}: {available} training clips < batch_size {batch_size}"
+        )
     return sampler
 
 
@@ -239,8 +245,9 @@ def make_loader(
     train: order from (seed, epoch), last partial batch dropped. Eval: every clip once, in split order.
     `sampler` (e.g. a DistributedSampler) replaces the default order; it should have set_epoch if it shuffles.
     """
-    dataset = ClipDataset(split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad,
-                          augment=augment)
+    dataset = ClipDataset(
+        split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad, augment=augment
+    )
     dataset.set_epoch(epoch)
     sampler = _epoch_sampler(split, train, batch_size, seed, sampler, epoch)
     workers = default_workers() if workers is None else workers
@@ -264,11 +271,23 @@ class PositionBatchLoader:
     epoch, the augmentation parameters, the CPU twin of each clip) and `sampler`, so set_loader_epoch works on
     all three; the same batches of split positions (training drops the last partial batch), the same len()."""
 
-    def __init__(self, split: Split, *, batch_size: int, train: bool, num_frames: int = 64,
-                 image_size: int = 112, seed: int = 42, skip_bad: bool = False,
-                 sampler: Sequence[int] | Sampler | None = None, epoch: int = 0, augment: dict | None = None):
-        self.dataset = ClipDataset(split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad,
-                                   augment=augment)
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int,
+        train: bool,
+        num_frames: int = 64,
+        image_size: int = 112,
+        seed: int = 42,
+        skip_bad: bool = False,
+        sampler: Sequence[int] | Sampler | None = None,
+        epoch: int = 0,
+        augment: dict | None = None,
+    ):
+        self.dataset = ClipDataset(
+            split, num_frames, image_size, train=train, seed=seed, skip_bad=skip_bad, augment=augment
+        )
         self.dataset.set_epoch(epoch)
         self.sampler = _epoch_sampler(split, train, batch_size, seed, sampler, epoch)
         self.batch_size, self.train = batch_size, train
@@ -277,7 +296,7 @@ class PositionBatchLoader:
     def position_batches(self) -> list[list[int]]:
         order = list(range(len(self.dataset))) if self.sampler is None else [int(i) for i in self.sampler]
         stop = len(order) - len(order) % self.batch_size if self.train else len(order)
-        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        return [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)
