@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -121,6 +121,15 @@ class _Plan:
     error: DataError | None = None
 
 
+@dataclass
+class _Pinned:
+    """A CUDA pass's two pinned staging buffers, the events of the copies that last read them, its stream."""
+
+    buffers: list[torch.Tensor] = field(default_factory=list)
+    copied: list[torch.cuda.Event] = field(default_factory=list)
+    stream: torch.cuda.Stream | None = None
+
+
 class CachedClipLoader(PositionBatchLoader):
     """Batches as make_loader's (rdfer.data.loader's module doc), gathered from a filled store's `view` kept
     in `storage` ('device', 'host' or 'disk'); 'frames' arrive on `device`. Other keyword arguments: those of
@@ -147,9 +156,6 @@ class CachedClipLoader(PositionBatchLoader):
         on = self.device if storage == "device" else torch.device("cpu")
         self.frames = _load(view, on, progress) if storage != "disk" else None
         self.memmap = view.memmap() if storage == "disk" else None
-        self._staging: list[torch.Tensor] = []  # pinned buffers, one per batch in flight (CUDA only)
-        self._copied: list[torch.cuda.Event] = []
-        self._copy_stream = None
 
     @property
     def placement(self) -> str:
@@ -177,36 +183,40 @@ class CachedClipLoader(PositionBatchLoader):
             return np.take(self.frames.numpy(), good, axis=0, out=out)
         return np.take(self.memmap, self.view.rows[good], axis=0, out=out)
 
-    def _stage(self, good: list[int], slot: int) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    def _stage(
+        self, good: list[int], slot: int, pinned: _Pinned
+    ) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """The rows of `good` (in a worker thread, one batch ahead of the consumer). On a CUDA run they are
-        gathered into pinned buffer `slot` and copied to the device on a side stream; the event marks the
+        gathered into `pinned` buffer `slot` and copied to the device on a side stream; the event marks the
         copy's end."""
         if self.device.type != "cuda":
             return torch.from_numpy(self._rows(good)), None
         with torch.cuda.device(self.device):  # this thread's own current device is the first GPU
-            if self._copy_stream is None:
-                self._copy_stream = torch.cuda.Stream(self.device)
-            if len(self._staging) <= slot:
+            if pinned.stream is None:
+                pinned.stream = torch.cuda.Stream(self.device)
+            if len(pinned.buffers) <= slot:
                 shape = (self.batch_size, *self.view.key.row_shape)
-                self._staging.append(torch.empty(shape, dtype=torch.uint8, pin_memory=True))
-                self._copied.append(torch.cuda.Event())
-            self._copied[slot].synchronize()  # the copy that last read this buffer is done
-            staged = self._staging[slot][: len(good)]
+                pinned.buffers.append(torch.empty(shape, dtype=torch.uint8, pin_memory=True))
+                pinned.copied.append(torch.cuda.Event())
+            pinned.copied[slot].synchronize()  # the copy that last read this buffer is done
+            staged = pinned.buffers[slot][: len(good)]
             self._rows(good, out=staged.numpy())
-            with torch.cuda.stream(self._copy_stream):
+            with torch.cuda.stream(pinned.stream):
                 frames = torch.empty(staged.shape, dtype=torch.uint8, device=self.device)
                 frames.copy_(staged, non_blocking=True)
-                self._copied[slot].record(self._copy_stream)
-        return frames, self._copied[slot]
+                pinned.copied[slot].record(pinned.stream)
+        return frames, pinned.copied[slot]
 
-    def _prepare(self, positions: list[int], slot: int) -> tuple[_Plan, dict | None, tuple | None]:
+    def _prepare(
+        self, positions: list[int], slot: int, pinned: _Pinned
+    ) -> tuple[_Plan, dict | None, tuple | None]:
         """A batch, one ahead of the consumer, in a worker thread: its plan; its labels, ids and augmentation
         rows; and (host, disk) its frames staged. _finish completes it when the consumer asks for it."""
         plan = self._plan(positions)
         if plan.error is not None or not plan.good:
             return plan, None, None
         batch = self.batch_of(plan.good, None) | {"skipped": plan.skipped}
-        return plan, batch, self._stage(plan.good, slot) if self.storage != "device" else None
+        return plan, batch, self._stage(plan.good, slot, pinned) if self.storage != "device" else None
 
     def _finish(self, plan: _Plan, batch: dict | None, staged: tuple | None) -> dict:
         if plan.error is not None:
@@ -224,10 +234,11 @@ class CachedClipLoader(PositionBatchLoader):
         return batch
 
     def __iter__(self) -> Iterator[dict]:
+        pinned = _Pinned()  # this pass's own: a pass left midway may still be staging into its buffers
         with ThreadPoolExecutor(1, thread_name_prefix="frame-cache") as pool:
             ahead: Future | None = None
             for k, positions in enumerate(self.position_batches()):
-                current = pool.submit(self._prepare, positions, k % 2)
+                current = pool.submit(self._prepare, positions, k % 2, pinned)
                 if ahead is not None:
                     yield self._finish(*ahead.result())
                 ahead = current
