@@ -25,7 +25,7 @@ import os
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,10 @@ class _Prepared:
 
     batch: list[int]  # split indices of the batch's clips, in batch order
     positions: list[int]  # those of its good clips so far (DALI may still fail to decode one)
-    encoded: list[np.ndarray]  # per DALI sample: a file's bytes
+    encoded: list[np.ndarray]  # per DALI sample: a file's bytes (a frame folder's distinct picks, in order)
     frames: list[np.ndarray]  # video only: int32 [T] frame indices per clip
     skipped: list[str]
+    repeat: list[np.ndarray] = field(default_factory=list)  # folders: per clip, each of its T frames' sample
 
 
 def _read_bytes(path: Path) -> np.ndarray:
@@ -135,13 +136,18 @@ class DaliClipLoader(PositionBatchLoader):
                     if not path.is_dir():
                         count_frames(path)  # raises the CPU loader's own message for a missing clip
                     files = list_frames(path)
-                    encoded = [_read_bytes(files[k]) for k in uniform_indices(len(files), d.num_frames)]
+                    # Each distinct frame once: a clip shorter than T repeats frames; they are repeated after
+                    # decoding (_to_batch), not decoded again.
+                    picks, repeat = np.unique(uniform_indices(len(files), d.num_frames), return_inverse=True)
+                    encoded = [_read_bytes(files[k]) for k in picks]
                 else:
                     out.frames.append(uniform_indices(count_frames(path), d.num_frames).astype(np.int32))
                     encoded = [_read_bytes(path)]
             except DataError as e:
                 out.skipped.append(str(d.skipped(i, e)))
                 continue
+            if self.source == "frames":
+                out.repeat.append(len(out.encoded) + repeat.reshape(-1))
             out.positions.append(i)
             out.encoded += encoded
         return out
@@ -211,6 +217,8 @@ class DaliClipLoader(PositionBatchLoader):
             feed_ndarray(frames, t, cuda_stream=torch.cuda.current_stream(self.device))
         else:
             t = torch.from_numpy(np.array(frames))
+        if prep.repeat:  # each clip's distinct frames back to its T frames
+            t = t.index_select(0, torch.from_numpy(np.concatenate(prep.repeat)).to(t.device))
         t = t.view(len(prep.positions), d.num_frames, 3, d.image_size, d.image_size)
         self.dali_batches += 1
         return self.batch_of(prep.positions, t) | {"skipped": prep.skipped}
