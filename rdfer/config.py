@@ -36,9 +36,14 @@ class DataConfig:
     workers: int | None = None  # None: min(cores, 8)
     loader: str = "auto"  # auto | dali | torch
     skip_bad: bool = False
-    # Package's choice: decode each split once and keep its resized frames in RAM (N * T * 3 * size^2 bytes),
-    # for small data trained many times in one process (experiments); the CPU loader then reads from memory.
-    cache_frames: bool = False
+    # Package's choice: the frame cache (rdfer.data.cache). Each clip is decoded once (by DALI on a GPU when
+    # data.loader allows it, else by the CPU loader's workers) into a store on disk ($RDFER_FRAME_CACHE, else
+    # $RDFER_CACHE/frames; N * T * 3 * size^2 bytes, reused by later epochs, folds and runs); batches are then
+    # gathered from it. auto: on the GPU when the split fits beside training's memory, else host memory, else
+    # the disk store itself; decoding every epoch when the disk lacks room. device: on the GPU (a CUDA run);
+    # host: in host memory (pinned buffers feed the GPU); disk: read from the store's memory map;
+    # off: decode every epoch (DALI or the CPU loader, data.loader).
+    cache: str = "auto"
     synth_preset: str = "quick"  # SynthDFER, when dataset is synthetic and root is None
     synth_noise: float = 0.2
     synth_noise_kind: str = "symmetric"  # symmetric | pairs
@@ -117,6 +122,7 @@ _CHOICES = {
     ("data", "dataset"): ("dfew", "ferv39k", "mafw", "manifest", "synthetic"),
     ("data", "source"): (None, "frames", "video"),
     ("data", "loader"): ("auto", "dali", "torch"),
+    ("data", "cache"): ("auto", "off", "device", "host", "disk"),
     ("data", "synth_noise_kind"): ("symmetric", "pairs"),
     ("model", "encoder"): ("resnet18", "resnet50", "small"),
     ("model", "output"): ("detail", "average"),
@@ -157,6 +163,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off (yes/no) as a bool
+            return "on" if value else "off"
     elif hint is dict:
         if isinstance(value, dict):
             return value
@@ -218,6 +226,8 @@ def validate(cfg: Config) -> Config:
         (r.noisy_weight >= 0, f"robust.noisy_weight must be 0 or more, got {r.noisy_weight}"),
         (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
         (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
+        (d.cache != "device" or cfg.run.device != "cpu",
+         "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto"),
     ]
     for ok, message in checks:
         if not ok:
@@ -278,6 +288,10 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
 
 def from_dict(tree: dict) -> Config:
     cfg = Config()
+    # Checkpoints written before the frame cache hold data.cache_frames: it chose where decoded frames were
+    # kept, never what the model saw, so it is dropped rather than refused.
+    if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
+        tree = {**tree, "data": {k: v for k, v in tree["data"].items() if k != "cache_frames"}}
     _merge(cfg, tree, "checkpoint config")
     return validate(cfg)
 
