@@ -13,13 +13,15 @@ import torch
 from PIL import Image
 
 from rdfer.data import frames as frames_module
-from rdfer.data.augment import AugmentParams, apply_augment, clip_augment_params
+from rdfer.data.augment import (
+    PARAM_COLUMNS,
+    clip_augment_params,
+    params_to_tensor,
+)
 from rdfer.data.frames import count_frames, list_frames, read_clip, verify_record
 from rdfer.data.loader import (
-    AUGMENT_COLUMNS,
     ClipDataset,
     SkipReport,
-    augment_rows,
     load_clip_frames,
     make_loader,
     set_loader_epoch,
@@ -234,7 +236,7 @@ def test_skip_bad_drops_and_lists_every_bad_clip(tmp_path, folder_split, workers
     assert report.summary().startswith(f"skipped {len(bad)} clips:")
 
 
-def test_a_training_batch_of_bad_clips_is_empty_with_its_augment_rows(tmp_path):
+def test_a_training_batch_of_bad_clips_is_empty_with_its_params_to_tensor(tmp_path):
     bad = _bad_inputs(tmp_path)
     split = make_split([(bad[c][0], 0) for c in ("corrupt.jpg", "missing")])
     (batch,) = make_loader(
@@ -278,26 +280,8 @@ def test_train_sample_is_the_eval_sample_plus_its_augmentation(folder_split):
     assert "augment" not in plain
     assert torch.equal(sample["frames"], plain["frames"])  # the loader never touches the pixels
     params = clip_augment_params(11, 2, 4, SIZE, jitter=0.3)
-    assert sample["augment"].dtype == torch.float32 and sample["augment"].shape == (len(AUGMENT_COLUMNS),)
-    assert torch.equal(sample["augment"], augment_rows([params])[0])
-
-
-def test_augment_rows_hold_the_parameters():
-    params = [clip_augment_params(5, epoch, sid, 112) for epoch in range(3) for sid in range(40)]
-    rows = augment_rows(params)
-    assert rows.shape == (len(params), 8) and rows.dtype == torch.float32
-    assert augment_rows([]).shape == (0, 8)
-    assert {bool(p.flip) for p in params} == {False, True}  # both flips occur among these clips
-    for p, row in zip(params, rows.tolist(), strict=True):
-        assert row[:5] == [p.y0, p.x0, p.h, p.w, float(p.flip)]  # whole numbers: exact
-        assert row[5:] == pytest.approx([p.brightness, p.contrast, p.saturation], rel=1e-7)
-    # Parameters rebuilt from a row give the reference's pixels, up to the float32 rounding of the factors.
-    frames = torch.randint(
-        0, 256, (2, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
-    )
-    for p, row in zip(params[:6], rows[:6].tolist(), strict=True):
-        back = AugmentParams(*(int(v) for v in row[:4]), bool(row[4]), *row[5:])
-        assert (apply_augment(frames, back).int() - apply_augment(frames, p).int()).abs().max() <= 1
+    assert sample["augment"].dtype == torch.float32 and sample["augment"].shape == (len(PARAM_COLUMNS),)
+    assert torch.equal(sample["augment"], params_to_tensor([params])[0])
 
 
 def _collect(loader) -> list[dict]:
@@ -335,7 +319,7 @@ def test_train_order_and_augmentation_are_pure_functions_of_seed_and_epoch(folde
     assert torch.cat([b["sample_id"] for b in first]).tolist() == order[:6].tolist()
     for b in first:
         want = [clip_augment_params(42, 0, s, SIZE) for s in b["sample_id"].tolist()]
-        assert torch.equal(b["augment"], augment_rows(want))
+        assert torch.equal(b["augment"], params_to_tensor(want))
     _assert_same_batches(first, run(42, 0))
 
     second = run(42, 1)

@@ -4,7 +4,7 @@ A clip is T frames at uniform indices over its length, each resized to size x si
 package (this one, rdfer.data.dali, rdfer.data.cached_loader) yields the same batches:
     {'frames': uint8 [B, T, 3, H, W] resized only, never augmented, 'label': int64 [B],
      'sample_id': int64 [B], 'skipped': list[str], and when training 'augment': float32 [B, 8]}
-Row b of 'augment' is clip b's augmentation (AUGMENT_COLUMNS, from clip_augment_params); the consumer applies
+Row b of 'augment' is clip b's augmentation (augment.PARAM_COLUMNS, from clip_augment_params); the consumer applies
 it to the frames (rdfer.data.augment.apply_augment defines what it does), so no loader spends time on pixels
 that a GPU transforms faster, and a decoded frame can be cached once for every epoch.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from rdfer.data.augment import AugmentParams, clip_augment_params
+from rdfer.data.augment import PARAM_COLUMNS, AugmentParams, clip_augment_params, params_to_tensor
 from rdfer.data.frames import count_frames, list_frames, read_clip, read_frame_files
 from rdfer.data.records import ClipRecord, DataError, Split
 from rdfer.data.sampling import epoch_order, uniform_indices
@@ -88,15 +88,6 @@ def decode_clips(paths: list[Path], num_frames: int, size: int, workers: int | N
 
 
 # The columns of a batch's 'augment' rows: AugmentParams' fields in their order, flip as 0.0 or 1.0.
-AUGMENT_COLUMNS = ("y0", "x0", "h", "w", "flip", "brightness", "contrast", "saturation")
-
-
-def augment_rows(params: Sequence[AugmentParams]) -> torch.Tensor:
-    """float32 [len(params), 8]: one row per clip, in AUGMENT_COLUMNS order (pixel counts are exact)."""
-    rows = [[p.y0, p.x0, p.h, p.w, float(p.flip), p.brightness, p.contrast, p.saturation] for p in params]
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), len(AUGMENT_COLUMNS))
-
-
 class ClipDataset(Dataset):
     """Clips of a Split as dicts {frames: uint8 [T, 3, H, W], label: int64, sample_id: int64, and when
     training augment: float32 [8]}: the frames resized only, the augmentation as parameters (module doc)."""
@@ -150,7 +141,7 @@ class ClipDataset(Dataset):
             "sample_id": torch.tensor(record.sample_id, dtype=torch.int64),
         }
         if self.train:
-            sample["augment"] = augment_rows([self.augment_params(record.sample_id)])[0]
+            sample["augment"] = params_to_tensor(self.augment_params(record.sample_id))[0]
         return sample
 
 
@@ -179,7 +170,7 @@ class ClipCollate:
             "skipped": skipped,
         }
         if self.train:
-            batch["augment"] = torch.empty(0, len(AUGMENT_COLUMNS), dtype=torch.float32)
+            batch["augment"] = torch.empty(0, len(PARAM_COLUMNS), dtype=torch.float32)
         return batch
 
 
@@ -311,7 +302,7 @@ class PositionBatchLoader:
             "sample_id": torch.tensor([r.sample_id for r in records], dtype=torch.int64),
         }
         if self.train:
-            batch["augment"] = augment_rows([self.dataset.augment_params(r.sample_id) for r in records])
+            batch["augment"] = params_to_tensor([self.dataset.augment_params(r.sample_id) for r in records])
         return batch
 
 

@@ -66,7 +66,7 @@ PRESETS: dict[str, list[str]] = {
     "quick": ["data.image_size=32", "optim.epochs=10"],  # 12 runs in under 15 minutes on 2 CPU cores
     "full": ["data.image_size=32", "optim.epochs=30"],
 }
-_FIXED = ["data.dataset=synthetic", "data.synth_noise=0", "data.cache_frames=true"]
+_FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
 TRUE_CATEGORIES = ("easy", "hard", "noisy")
 
 
@@ -166,7 +166,7 @@ def run_one(cfg: Config, train_split: Split, test_split: Split, given: np.ndarra
     t0 = time.perf_counter()
     labelled = noisy_split(train_split, given)
     summary = train(cfg, splits=(labelled, test_split), progress=progress)
-    memory = checkpoint.load(out / "last.pt")["memory"]
+    memory = checkpoint.load(out / "last.pt")["selector"]
     result = {
         **info,
         "key": key,
