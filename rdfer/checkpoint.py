@@ -21,7 +21,7 @@ import torch
 from rdfer.errors import CheckpointError
 
 FORMAT = 1
-TRAINING_KEYS = ("optimizer", "scheduler", "memory", "rng", "history", "step")
+TRAINING_KEYS = ("optimizer", "scheduler", "selector", "rng", "history", "step")
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

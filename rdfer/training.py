@@ -1,10 +1,11 @@
 """The training loop of `python -m rdfer.train`, in the order it runs:
 
-    run = setup(cfg, ...)              data, model, optimiser and agreement memory, on this rank's device
-    restore(run, checkpoint)           when resuming: weights, optimiser, schedule, memory, RNG, history
+    run = setup(cfg, ...)              data, model, optimiser and selector (rdfer.robust), on this rank's device
+    restore(run, checkpoint)           when resuming: weights, optimiser, schedule, selector, RNG, history
     for each remaining epoch:
-        row = train_epoch(run)         steps: forward -> agreement (pure) -> loss -> backward -> update ->
-                                       commit the agreement rows (only for a step that was taken)
+        row = train_epoch(run)         steps: forward -> selector.assess (pure) -> weighted loss -> backward ->
+                                       update -> selector.commit (where the step was finite); then the
+                                       selector's end-of-epoch decisions
         row |= test_epoch(run)         every run.eval_every epochs and at the last one
         end_epoch(run, row)            log (rank 0), last.pt, best.pt
     finish(run)                        noisy_samples.csv and summary.json
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from rdfer import checkpoint, distributed, runtime
@@ -36,19 +39,22 @@ from rdfer.data.records import Split
 from rdfer.errors import ConfigError, DataError, TrainingError, one_line
 from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
-from rdfer.ops.agreement import CATEGORY_NAMES, AgreementParams
+from rdfer.ops.agreement import CATEGORY_NAMES
 from rdfer.robust.loss import rdfer_loss
-from rdfer.robust.memory import AgreementMemory, agreement_params
+from rdfer.robust.selector import Selector, make_selector
 
 
-class Step(enum.IntEnum):
-    """What became of one step. The largest over the ranks decides, so all ranks skip a step together."""
+class Step(enum.Enum):
+    """What became of one step, as the host knows it. A step whose loss or gradients are not finite is still
+    TAKEN: the optimiser skips its update on the device and the selector stores nothing of it (counted as
+    nonfinite_steps in the epoch's log)."""
 
-    TAKEN = 0
-    EMPTY = 1  # every clip of the batch was unreadable (data.skip_bad)
-    NONFINITE = 2  # the loss was not finite: no update, no trace in the memory
+    TAKEN = "taken"
+    EMPTY = "empty"  # every clip of the batch was unreadable (data.skip_bad), on every rank
 
 
+# Keys a resumed run may change: they do not change what was learned (optim.epochs extends the run).
+RESUME_MAY_CHANGE = ("optim.epochs", "data.cache", "data.loader", "data.workers")
 # What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "noisy_samples.csv", "tensorboard")
 
@@ -70,8 +76,7 @@ class Run:
     step_model: torch.nn.Module  # what a step calls: the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    memory: AgreementMemory
-    params: AgreementParams
+    selector: Selector
     train_loader: object
     test_loader: object
     progress: bool
@@ -83,7 +88,6 @@ class Run:
     bad_in_a_row: int = 0
     resumed: bool = False
     rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
-    warmup_epochs: int = 0  # epochs before the agreement weights apply (as planned when the run began)
     steps_per_epoch: int = 1
     stop_after_steps: int | None = None
 
@@ -171,7 +175,8 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     model = RDFER(cfg, train_split.classes).to(device)
     if runtime.use_channels_last(device, cfg.run):
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    # Fused: one kernel per step on a GPU, and it skips a step whose found_inf is set without a host sync.
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
     batch_size = cfg.data.batch_size // world.size
     steps_per_epoch = max(len(train_split) // world.size // batch_size, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
@@ -182,10 +187,9 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
         ids = [device] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     train_loader, test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
-    memory = AgreementMemory(len(train_split), device)
-    run = Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, memory,
-              agreement_params(cfg.robust), train_loader, test_loader, progress)  # fmt: skip
-    run.warmup_epochs = round(cfg.robust.warmup * cfg.optim.epochs)
+    selector = make_selector(cfg.robust, len(train_split), cfg.optim.epochs, device)
+    run = Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, selector,
+              train_loader, test_loader, progress)  # fmt: skip
     run.steps_per_epoch = steps_per_epoch
     return run
 
@@ -253,10 +257,10 @@ def restore(run: Run, path: Path) -> None:
     the learning rate then falls by a cosine from where it was to optim.min_lr over the added steps."""
     state = checkpoint.load(path, for_training=True)
     before = from_dict(state["config"])
-    changed = [d for d in diff(before, run.cfg) if not d.startswith("optim.epochs:")]
+    changed = [d for d in diff(before, run.cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
     if changed:
         raise ConfigError(f"{path} was made with another config; differing keys: " + "; ".join(changed)
-                          + " (only optim.epochs may change, to extend a run)")
+                          + f" (a resumed run may change only {', '.join(RESUME_MAY_CHANGE)})")
     done = state["epoch"] + 1
     if run.cfg.optim.epochs < done:
         raise ConfigError(f"{path} has trained {done} epochs already: optim.epochs ({run.cfg.optim.epochs}) "
@@ -264,9 +268,9 @@ def restore(run: Run, path: Path) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.memory.load_state_dict(state["memory"])
+    run.selector = make_selector(before.robust, len(run.train_split), before.optim.epochs, run.device)
+    run.selector.load_state_dict(state["selector"])
     run.epoch, run.step, run.history, run.resumed = done, state["step"], state["history"], True
-    run.warmup_epochs = round(before.robust.warmup * before.optim.epochs)
     if run.cfg.optim.epochs != before.optim.epochs:
         reached = lr_lambda(before, run.steps_per_epoch)(run.step)
         run.scheduler.lr_lambdas[0] = lr_lambda(run.cfg, run.steps_per_epoch, restart=(run.step, reached))
@@ -285,12 +289,9 @@ def train_epoch(run: Run) -> dict:
     """One pass over this rank's shard; returns the epoch's log row (reduced over the ranks)."""
     cfg, epoch = run.cfg, run.epoch
     set_loader_epoch(run.train_loader, epoch)
-    warm = cfg.robust.enabled and epoch >= run.warmup_epochs
     run.step_model.train()
     run.skipped = SkipReport()
-    sums = torch.zeros(3, device=run.device)  # loss sum, correct, samples
-    categories = torch.zeros(3, device=run.device)
-    nonfinite = 0
+    totals = _Totals(run.device)
     t0 = time.perf_counter()
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not run.progress,
                leave=False, dynamic_ncols=True)  # fmt: skip
@@ -301,35 +302,56 @@ def train_epoch(run: Run) -> dict:
                 raise _Interrupted
             beat.maybe(f"epoch {epoch + 1}/{cfg.optim.epochs}: batch {i}/{len(run.train_loader)}")
             run.skipped.add(batch)
-            outcome = train_step(run, batch, warm, sums, categories)
-            if outcome is Step.NONFINITE:
-                nonfinite += 1
-                run.bad_in_a_row += 1
-                if run.bad_in_a_row >= cfg.optim.max_bad_steps:
-                    raise TrainingError(
-                        f"{run.bad_in_a_row} steps in a row had a non-finite loss (last at epoch {epoch + 1}, "
-                        f"step {run.step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. "
-                        f"The last complete checkpoint is {run.out / 'last.pt'}"
-                    )
-            elif outcome is Step.TAKEN:
-                run.bad_in_a_row = 0
+            train_step(run, batch, totals)
+            if run.device.type != "cuda" or i % 25 == 24:  # reading the device costs a sync on a GPU
+                totals.check(cfg.optim.max_bad_steps, run)
     except DataError as e:  # an unreadable clip (the loader names it): say how to go on without it
         if cfg.data.skip_bad:
             raise
         raise DataError(f"{one_line(e)} (data.skip_bad=true leaves unreadable clips out and lists them)") from None
-    loss_sum, correct, seen = distributed.all_reduce_sum(sums, run.world).tolist()
-    categories = distributed.all_reduce_sum(categories, run.world)
+    totals.check(cfg.optim.max_bad_steps, run)
+    loss_sum, correct, seen, nonfinite, *categories = distributed.all_reduce_sum(totals.sums, run.world).tolist()
+    notes = run.selector.end_epoch(epoch)
+    if run.world.main:
+        for message in notes.messages:
+            print(message, file=sys.stderr)
     return {
         "epoch": epoch + 1,
         "loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
         "lr": run.scheduler.get_last_lr()[0],
-        "warm": warm,
-        "nonfinite_steps": nonfinite,
+        **notes.fields,
+        "nonfinite_steps": int(nonfinite),
         "skipped_train_clips": len(distributed.gather_objects(run.skipped.entries, run.world)),
         "seconds": time.perf_counter() - t0,
-        **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories.tolist())},
+        **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories)},
     }
+
+
+class _Totals:
+    """One epoch's running sums, kept on the device and read at its end (and by check): loss sum, correct,
+    samples, non-finite steps, then the count of each category; plus the current run of non-finite steps."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(4 + len(CATEGORY_NAMES), device=device)
+        self.bad_run = torch.zeros((), device=device)
+
+    def add(self, loss: Tensor, correct: Tensor, n: int, category: Tensor, ok: Tensor) -> None:
+        """One step's numbers, counted only where ok (a NaN loss must not reach the sums)."""
+        good = torch.stack([loss.detach().float() * n, correct.float(), torch.full_like(self.bad_run, n)])
+        self.sums[:3] += torch.where(ok, good, 0.0)
+        self.sums[3] += (~ok).float()
+        self.sums[4:] += torch.where(ok, F.one_hot(category, len(CATEGORY_NAMES)).sum(0).float(), 0.0)
+        self.bad_run = torch.where(ok, 0.0, self.bad_run + 1)
+
+    def check(self, max_bad_steps: int, run: Run) -> None:
+        bad = int(self.bad_run)
+        if bad >= max_bad_steps:
+            raise TrainingError(
+                f"{bad} steps in a row had a non-finite loss or gradient (epoch {run.epoch + 1}, step {run.step});"
+                f" stopping. Lower optim.lr, set optim.grad_clip, or check the data. The last complete "
+                f"checkpoint is {run.out / 'last.pt'}"
+            )
 
 
 class _Heartbeat:
@@ -347,39 +369,53 @@ class _Heartbeat:
             print(f"{text} ({now - self.t0:.0f}s)", file=sys.stderr, flush=True)
 
 
-def train_step(run: Run, batch: dict, warm: bool, sums: torch.Tensor, categories: torch.Tensor) -> Step:
-    """Forward, the batch's agreement (read from the memory, not written), the weighted loss; then, if every
-    rank has a finite loss, backward, update and commit the agreement rows."""
-    cfg, device = run.cfg, run.device
-    outcome, assessed = Step.EMPTY, None
-    if batch["frames"].shape[0]:
-        frames = batch["frames"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
-        ids = batch["sample_id"].to(device, non_blocking=True)
-        with runtime.autocast(device, cfg.run):
-            result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
-        assessed = run.memory.assess(result["detail_instance_logits"], labels, ids, run.params, warm)
-        loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames)
-        outcome = Step.TAKEN if torch.isfinite(loss) else Step.NONFINITE
-    outcome = Step(distributed.all_max(int(outcome), run.world, device))
-    if outcome is not Step.TAKEN:
-        return outcome
-    run.memory.commit(ids, assessed)
-    if run.world.distributed:
-        batch_size = cfg.data.batch_size // run.world.size
-        run.memory.merge(*distributed.all_gather_rows(ids, run.memory.rows(ids), batch_size, run.world))
+def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
+    """Forward; the batch's weights from the selector (nothing stored yet); the weighted loss; backward; an
+    update that the optimiser skips on the device when the loss or a gradient is not finite; the selector's
+    rows committed where the step was good. No host synchronisation: the outcome stays on the device."""
+    cfg, device, world = run.cfg, run.device, run.world
+    empty = batch["frames"].shape[0] == 0
+    if cfg.data.skip_bad and world.distributed:  # a rank with nothing to train on: all ranks sit it out
+        empty = bool(distributed.all_max(int(empty), world, device))
+    if empty:
+        return Step.EMPTY
+    ids = batch["sample_id"]
+    if int(ids.min()) < 0 or int(ids.max()) >= len(run.selector):  # on the host, before the copy: free
+        raise IndexError(f"sample ids must be in [0, {len(run.selector)}): the selector is sized to the split")
+    frames = batch["frames"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    ids = ids.to(device, non_blocking=True)
+    with runtime.autocast(device, cfg.run):
+        result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
+    assessed = run.selector.assess(result, labels, ids)
+    loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if cfg.optim.grad_clip:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
+    ok = _finite_update(run, loss)
     run.optimizer.step()
     run.scheduler.step()
+    rows = assessed.rows
+    if world.distributed:
+        ids, rows = distributed.all_gather_rows(ids, rows, cfg.data.batch_size // world.size, world)
+    run.selector.commit(ids, rows, ok)
     run.step += 1
-    n = labels.numel()
     correct = (result["logits"].argmax(-1) == labels).sum()
-    sums += torch.stack([loss.detach() * n, correct, torch.tensor(n, device=device)])
-    categories += torch.bincount(assessed.category, minlength=3)[:3]
+    totals.add(loss, correct, labels.numel(), assessed.category, ok)
     return Step.TAKEN
+
+
+def _finite_update(run: Run, loss: Tensor) -> Tensor:
+    """A device bool: the loss and every gradient (after DDP's all-reduce, so the same on every rank) are
+    finite. The fused optimiser reads it as found_inf and leaves the weights and its state alone when not.
+    Clips the gradients when optim.grad_clip is set."""
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    if run.cfg.optim.grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.optim.grad_clip, foreach=True)
+    else:
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)
+    run.optimizer.found_inf = (~ok).float()
+    return ok
 
 
 def test_epoch(run: Run) -> dict:
@@ -404,17 +440,10 @@ def end_epoch(run: Run, row: dict) -> None:
         start_log(run)
     _log(run, row)
     cfg = run.cfg
-    if cfg.robust.enabled and row["epoch"] == run.warmup_epochs and row["share_noisy"] > 0.5:
-        print(
-            f"warning: the warm-up ends with {100 * row['share_noisy']:.0f}% of the samples looking noisy: "
-            "a model that predicts one class for every clip agrees with itself. Agreement weights from such a "
-            "model will down-weight most of the data; consider a longer robust.warmup.",
-            file=sys.stderr,
-        )
     state = {
         "epoch": run.epoch, "step": run.step, "config": cfg.to_dict(), "classes": list(run.model.classes),
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "memory": run.memory.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "selector": run.selector.state_dict(),
         "rng": runtime.rng_state(), "history": run.history, "world": run.world.size,
     }  # fmt: skip
     checkpoint.save(run.out / "last.pt", state)
@@ -472,7 +501,7 @@ def finish(run: Run) -> dict:
     if not run.world.main:
         return {"rank": run.world.rank}
     records = run.train_split.records
-    flagged = run.memory.write_noisy(run.out / "noisy_samples.csv", [r.key for r in records],
+    flagged = run.selector.write_noisy(run.out / "noisy_samples.csv", [r.key for r in records],
                                      [r.label for r in records], run.train_split.classes)  # fmt: skip
     evaluated = [h for h in run.history if "test_war" in h]
     best = max(evaluated, key=lambda h: h["test_war"])  # the field's convention: best-WAR epoch, its own UAR

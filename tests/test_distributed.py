@@ -35,7 +35,7 @@ def test_two_processes_train_and_report_what_one_process_measures(tiny_config, t
     state = checkpoint.load(tmp_path / "run" / "last.pt")
     assert state["world"] == 2
     # 42 clips dealt to 2 ranks, 21 each, 5 steps of 4: 40 samples seen, and every rank's rows reached rank 0.
-    assert int((state["memory"]["category"] >= 0).sum()) == 40
+    assert int((state["selector"]["category"] >= 0).sum()) == 40
     assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--no-progress"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert single["num_clips"] == 14

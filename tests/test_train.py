@@ -30,7 +30,7 @@ def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     header = (tmp_path / "noisy_samples.csv").read_text().splitlines()[0]
-    assert header == "sample_id,key,given_label,majority_class,A,S"
+    assert header == "sample_id,key,given_label,network_class,noise_score"
     assert summary["best_war_epoch"]["war"] == max(h["test_war"] for h in summary["history"])
 
 
@@ -47,7 +47,7 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     b = checkpoint.load(tmp_path / "cut" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["memory"]["ema"].nan_to_num(-1), b["memory"]["ema"].nan_to_num(-1))
+    assert torch.equal(a["selector"]["ema"].nan_to_num(-1), b["selector"]["ema"].nan_to_num(-1))
     assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (tmp_path / "cut" / "noisy_samples.csv").read_text()
 
 
