@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,47 @@ def save(path: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class BackgroundWriter:
+    """Writes checkpoints on one background thread, one after another, so training goes on while a large
+    checkpoint reaches the disk. `save` first copies every tensor of the state to host memory (so the next
+    steps cannot change what is written), waits for the previous write, then starts this one. `wait` returns
+    when everything is written and raises what a write raised; call it before the process ends."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        snapshot = _to_host(state)
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(Path(path), snapshot), daemon=False)
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            save(path, state)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _to_host(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return obj
 
 
 def load(path: Path, *, for_training: bool = False) -> dict[str, Any]:

@@ -80,7 +80,8 @@ class Run:
     train_loader: object
     test_loader: object
     progress: bool
-    writer: object = None
+    writer: object = None  # TensorBoard's, made at the first log
+    checkpoints: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
     epoch: int = 0  # the next epoch to run, 0-based
     step: int = 0  # optimiser steps taken
     history: list[dict] = field(default_factory=list)
@@ -128,6 +129,7 @@ def train(
         except _Interrupted:
             return {"interrupted_at_step": run.step}
         finally:
+            run.checkpoints.wait()  # a run that ends, fails or is interrupted leaves whole checkpoints
             if run.writer is not None:
                 run.writer.close()
         return finish(run)
@@ -173,6 +175,8 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     check_splits(train_split, test_split, cfg.data.batch_size // world.size, cfg.data.skip_bad)
 
     model = RDFER(cfg, train_split.classes).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
     if runtime.use_channels_last(device, cfg.run):
         model = model.to(memory_format=torch.channels_last)
     # Fused: one kernel per step on a GPU, and it skips a step whose found_inf is set without a host sync.
@@ -446,9 +450,9 @@ def end_epoch(run: Run, row: dict) -> None:
         "scheduler": run.scheduler.state_dict(), "selector": run.selector.state_dict(),
         "rng": runtime.rng_state(), "history": run.history, "world": run.world.size,
     }  # fmt: skip
-    checkpoint.save(run.out / "last.pt", state)
+    run.checkpoints.save(run.out / "last.pt", state)
     if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in run.history):
-        checkpoint.save(run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
+        run.checkpoints.save(run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
 
 
 def check_finite(run: Run) -> None:
