@@ -77,9 +77,9 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     selector: Selector
-    train_loader: object
-    test_loader: object
-    progress: bool
+    train_loader: object = None
+    test_loader: object = None
+    progress: bool = False
     writer: object = None  # TensorBoard's, made at the first log
     checkpoints: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
     epoch: int = 0  # the next epoch to run, 0-based
@@ -160,7 +160,6 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
 
 
 def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool) -> Run:
-    out = Path(cfg.run.out)
     if cfg.data.batch_size % world.size:
         raise ConfigError(
             f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
@@ -172,8 +171,17 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     else:
         check_loader(cfg.data)
     train_split, test_split = splits
-    check_splits(train_split, test_split, cfg.data.batch_size // world.size, cfg.data.skip_bad)
+    batch_size = cfg.data.batch_size // world.size
+    check_splits(train_split, test_split, batch_size, cfg.data.skip_bad)
+    run = learner(cfg, world, device, train_split, progress)
+    run.train_loader, run.test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
+    return run
 
+
+def learner(cfg: Config, world: distributed.World, device: torch.device, train_split: Split,
+            progress: bool = False) -> Run:
+    """A Run without its loaders: the model (channels-last on CUDA), the fused AdamW with its schedule, the
+    selector, and the DistributedDataParallel wrapper under torchrun. Benchmarks build their steps on it."""
     model = RDFER(cfg, train_split.classes).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
@@ -181,8 +189,7 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
         model = model.to(memory_format=torch.channels_last)
     # Fused: one kernel per step on a GPU, and it skips a step whose found_inf is set without a host sync.
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
-    batch_size = cfg.data.batch_size // world.size
-    steps_per_epoch = max(len(train_split) // world.size // batch_size, 1)
+    steps_per_epoch = max(len(train_split) // cfg.data.batch_size, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     # Rank 0's BatchNorm statistics are broadcast before evaluation instead of at every forward, so a forward
     # holds no collective and a rank with an empty batch can sit a step out with the others.
@@ -190,10 +197,9 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     if world.distributed:
         ids = [device] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    train_loader, test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
     selector = make_selector(cfg.robust, len(train_split), cfg.optim.epochs, device)
-    run = Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, selector,
-              train_loader, test_loader, progress)  # fmt: skip
+    run = Run(cfg, world, device, Path(cfg.run.out), train_split, model, step_model, optimizer, scheduler,
+              selector, progress=progress)  # fmt: skip
     run.steps_per_epoch = steps_per_epoch
     return run
 
