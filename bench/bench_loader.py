@@ -24,6 +24,7 @@ import pytest
 import torch
 from _timing import write_after_run
 
+from rdfer.data.dali import dali_available
 from rdfer.data.datasets import load_split
 from rdfer.data.loader import default_workers, make_loader
 from rdfer.data.synth import generate
@@ -78,7 +79,7 @@ def _loader(impl: str, split):
     loader = make_cached_loader(
         split,
         storage="auto",
-        decoder="dali" if GPU else "torch",
+        decoder="dali" if GPU and dali_available() else "torch",
         device=DEVICE,
         workers=default_workers(),
         progress=False,
@@ -115,7 +116,7 @@ def summary(request):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_loader_throughput(benchmark, split, frame_cache, impl: str) -> None:
-    if impl == "dali" or (impl == "cache" and GPU):
+    if impl == "dali":
         pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed (pip install 'rdfer[dali]')")
     loader = _loader(impl, split)
     _CLIPS[impl] = _epoch(loader)  # warm-up: DALI builds its pipeline, the page cache fills

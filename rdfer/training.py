@@ -329,6 +329,7 @@ def train_epoch(run: Run) -> dict:
         "epoch": epoch + 1,
         "loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
+        "train_clips": int(seen),
         "lr": run.scheduler.get_last_lr()[0],
         **notes.fields,
         "nonfinite_steps": int(nonfinite),

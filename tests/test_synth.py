@@ -6,7 +6,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -371,4 +370,12 @@ def test_dfew_shaped_without_the_files_is_a_clear_error(tmp_path):
     config = PRESETS["dfew-shaped"].replace(dfew_frame_counts=str(tmp_path / "nowhere" / "frame_counts.csv"))
     with pytest.raises(DataError, match="frame-count file not found"):
         clip_specs(config)
-    assert os.fspath(PRESETS["dfew-shaped"].dfew_frame_counts) == "../shared/datasets/dfew/frame_counts.csv"
+
+
+
+def test_dfew_shaped_without_the_files_has_dfews_sizes():
+    specs = clip_specs(PRESETS["dfew-shaped"])  # no file outside the package is needed
+    train = [s for s in specs if s.split == "train"]
+    assert len(train) == 9356 and len(specs) - len(train) == 2341
+    assert [sum(s.true_class == c for s in train) for c in range(7)] == [1956, 1515, 2135, 1738, 1175, 116, 721]
+    assert PRESETS["dfew-shaped"].frames == (42, 124) and PRESETS["dfew-shaped"].image_size == 112

@@ -10,7 +10,11 @@ from pathlib import Path
 from rdfer.data.records import DataError
 from rdfer.data.synth.expressions import CLASSES
 
-DEFAULT_DFEW_FRAME_COUNTS = "../shared/datasets/dfew/frame_counts.csv"
+# DFEW's fold-1 clips per class (train, test) and the middle 80% of its clips' frame counts (10th to 90th
+# percentile), so that dfew-shaped is DFEW-sized without DFEW's files; with dfew_frame_counts (DFEW's own
+# frame_counts.csv beside its EmoLabel_DataSplit/) the clip list is DFEW's exactly.
+DFEW_FOLD1_PER_CLASS = ((1956, 1515, 2135, 1738, 1175, 116, 721), (489, 379, 534, 435, 294, 29, 181))
+DFEW_FRAMES = (42, 124)
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,15 @@ PRESETS: dict[str, SynthConfig] = {
     ),
     # The default first run: 1,120 clips, about 31,000 frames at 64x64.
     "quick": SynthConfig(name="quick"),
-    # Throughput work: DFEW fold 1's 9,356 train + 2,341 test clips with their real frame counts and classes.
+    # Throughput work: DFEW fold 1's 9,356 train + 2,341 test clips per class, at DFEW's clip lengths.
     "dfew-shaped": SynthConfig(
         name="dfew-shaped",
+        train_per_class=DFEW_FOLD1_PER_CLASS[0],
+        test_per_class=DFEW_FOLD1_PER_CLASS[1],
+        frames=DFEW_FRAMES,
         image_size=112,
         train_identities=400,
         test_identities=100,
-        dfew_frame_counts=DEFAULT_DFEW_FRAME_COUNTS,
     ),
 }
 
@@ -132,9 +138,8 @@ def dfew_clip_specs(frame_counts: Path, fold: int) -> list[ClipSpec]:
     """DFEW fold `fold`'s clips in split-file order: their labels and real frame counts."""
     if not frame_counts.is_file():
         raise DataError(
-            f"{frame_counts}: DFEW frame-count file not found (the dfew-shaped preset needs it; "
-            f"pass its path with --frame-counts; the default is {DEFAULT_DFEW_FRAME_COUNTS}, relative to the "
-            "current folder)"
+            f"{frame_counts}: DFEW frame-count file not found (--frame-counts takes DFEW's frame_counts.csv, "
+            "the file beside its EmoLabel_DataSplit/ folder)"
         )
     counts = {vid: n for vid, n in _int_rows(frame_counts, ["video_name", "num_frames"])}
     specs = []
