@@ -12,6 +12,7 @@ memory would have to move rows between ranks anyway; the gathered rows are 4 num
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -54,7 +55,11 @@ def init(device_name: str) -> tuple[World, torch.device]:
 
 
 def shutdown(world: World) -> None:
+    """Destroy the process group; the caller has dropped its DDP model first. A DDP reducer freed after
+    this holds the last reference to the group, and its destructor would join gloo's threads while holding
+    the GIL that a thread freeing a finished collective's tensors waits for: the process never exits."""
     if world.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

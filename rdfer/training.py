@@ -111,6 +111,7 @@ def train(
     every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
     check_out(Path(cfg.run.out), resume is not None, overwrite)
     world, device = distributed.init(cfg.run.device)
+    run = None
     try:
         run = setup(cfg, world, device, splits, progress and world.main)
         run.stop_after_steps = stop_after_steps
@@ -134,6 +135,7 @@ def train(
                 run.writer.close()
         return finish(run)
     finally:
+        run = None  # the DDP model goes before its process group (distributed.shutdown says why)
         distributed.shutdown(world)
 
 
