@@ -1,4 +1,4 @@
-"""The per-sample agreement memory: EMAs of A and S (updated by rdfer.ops.agreement), and the last majority
+"""The per-sample agreement memory: EMAs of A and S (computed by rdfer.ops.agreement), and the last majority
 class and category of each training sample, for the epoch log and noisy_samples.csv."""
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class AgreementMemory:
         if int(sample_ids.max()) >= len(self) or int(sample_ids.min()) < 0:
             raise IndexError(f"sample ids must be in [0, {len(self)}): the memory is sized to the train split")
         stats = agreement(clip_logits.detach(), labels, sample_ids, self.ema, params, warm)
+        self.ema[sample_ids] = stats.ema_rows
         self.majority[sample_ids] = stats.majority
         self.category[sample_ids] = stats.category
         return stats
