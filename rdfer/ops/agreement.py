@@ -105,14 +105,15 @@ def agreement_reference(
     agree = a >= params.a_min
     is_easy = agree & (majority == labels)
     is_noisy = agree & (majority != labels) & (s < params.s_max)
-    category = torch.full((b,), Category.HARD, dtype=torch.long, device=probs.device)
-    category[is_easy] = Category.EASY
-    category[is_noisy] = Category.NOISY
+    easy, hard, noisy = map(int, (Category.EASY, Category.HARD, Category.NOISY))  # torch.compile wants ints
+    category = torch.full((b,), hard, dtype=torch.long, device=probs.device)
+    category[is_easy] = easy
+    category[is_noisy] = noisy
 
     weight = torch.ones(b, device=probs.device)
     target = labels.clone()
     if warm:
-        weight = torch.where(category == Category.HARD, 1 + (1 - a), weight)
+        weight = torch.where(category == hard, 1 + (1 - a), weight)
         weight = torch.where(is_noisy, torch.full_like(weight, params.noisy_weight), weight)
         if params.relabel:
             flip = is_noisy & (margin > params.relabel_margin)
