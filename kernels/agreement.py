@@ -1,175 +1,228 @@
-"""Triton kernel for the cross-clip agreement of a batch (SPEC §3), one launch for the whole batch.
+"""Triton kernel for the cross-clip agreement of a batch (docs/method.md), one launch for the whole batch.
 
 Defined by rdfer.ops.agreement.agreement_reference; this file is a faster way to compute it. The twin takes
 some thirty launches (and a host sync in its boolean indexing) for a few kB of data, so one launch is the win.
 
-One program holds BLOCK_B samples: it walks the K clips (unrolled, K <= 8) with a [BLOCK_B, C] tile (C <= 16),
-accumulating the mean probabilities and the votes, then does the majority, A, S, M, the EMA update of the
-memory rows (in place) and the category, weight and target. The arithmetic repeats the twin's operation order
-in float32, and the launch disables FMA contraction, so the thresholds (A >= a_min, S < s_max) see the same
-values as the twin's.
+One program holds BLOCK_B samples, in three stages kept apart so each can change on its own: the per-clip
+pass (softmax and vote of each of the K clips, as [BLOCK_B, C] tiles: the mean probabilities and the votes),
+the statistics (majority, A, S, M, and the EMA rows from the memory), and the decision (category, weight,
+target). The memory is only read: the new EMA rows are an output the caller commits. The arithmetic repeats
+the twin's operation order in float32, and the launch disables FMA contraction, so the thresholds
+(A >= a_min, S < s_max) see the same values as the twin's.
 
-Contract: sample ids are unique within a batch (the twin's scatter `memory[ids] = ema` is undefined for
-repeated ids too). The wrapper checks ids and labels are in range on CPU; on CUDA it does not (a check needs a
-host sync): there an out-of-range id reads and writes no memory (its EMA is this batch's value) and an
-out-of-range label gives NaN support and margin, which makes the loss NaN rather than silently wrong.
+The flags (warm, relabel, use_ema) and K are run-time arguments, not tl.constexpr: a handful of selects per
+sample costs nothing here, and the end of the warm-up does not compile a new kernel mid-training.
+
+Contract: on CPU the wrapper checks that ids and labels are in range; on CUDA it does not (a check needs a
+host sync): there an out-of-range id reads no memory (its EMA row is this batch's value) and an out-of-range
+label gives NaN support and margin, which makes the loss NaN rather than silently wrong.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-MAX_CLIPS = 8
-MAX_CLASSES = 16
-BLOCK_B = 128
-EASY, HARD, NOISY = 0, 1, 2  # as in rdfer.ops.agreement
+from rdfer.ops.agreement import AgreementParams, kernel_problem
+from rdfer.ops.constants import AGREEMENT_BLOCK_B, AGREEMENT_LOGIT_DTYPES, AGREEMENT_MAX_CLASSES, Category
+
+from . import _launch
 
 
-def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Every output buffer comes from here, so tests can poison them and prove each element is written."""
-    return torch.empty(shape, dtype=dtype, device=device)
+@triton.jit
+def _clip_votes(
+    logits_ptr, rows, cols, row_ok, col_ok, s_b, s_k, s_c, K, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    """The per-clip pass: each clip's softmax and vote (first maximum, as torch.argmax). Returns the mean
+    probabilities and the votes, both fp32 [BLOCK_B, BLOCK_C]."""
+    mask = row_ok[:, None] & col_ok[None, :]
+    offs = rows[:, None] * s_b + cols[None, :].to(tl.int64) * s_c  # rows are int64 too
+    prob_sum = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
+    votes = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
+    for _ in range(K):
+        x = tl.load(logits_ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
+        x = tl.where(row_ok[:, None], x, 0.0)  # padded rows: a harmless uniform softmax, never stored
+        e = tl.exp(x - tl.max(x, axis=1)[:, None])
+        p = e / tl.sum(e, axis=1)[:, None]
+        vote = tl.argmax(p, axis=1, tie_break_left=True)
+        votes += tl.where(cols[None, :] == vote[:, None], 1.0, 0.0)
+        prob_sum += p
+        offs += s_k  # int64: the next clip
+    return prob_sum / K, votes
+
+
+@triton.jit
+def _statistics(mean, votes, cols, col_ok, labels, C, K):
+    """Majority (most votes, then larger mean probability, then lower index: the twin's votes + 0.5 * mean),
+    A, S and M of each sample."""
+    score = tl.where(col_ok[None, :], votes + 0.5 * mean, float("-inf"))
+    majority = tl.argmax(score, axis=1, tie_break_left=True)
+    agreement = tl.sum(tl.where(cols[None, :] == majority[:, None], votes, 0.0), axis=1) / K
+    support = tl.sum(tl.where(cols[None, :] == labels[:, None], mean, 0.0), axis=1)
+    support = tl.where((labels >= 0) & (labels < C), support, float("nan"))
+    margin = tl.max(tl.where(col_ok[None, :], mean, float("-inf")), axis=1) - support
+    return majority, agreement, support, margin
+
+
+@triton.jit
+def _ema_rows(memory_ptr, ids, id_ok, sm_n, sm_f, agreement, support, momentum, one_minus_momentum):
+    """The memory rows after this batch: this batch's A and S on first sight (NaN row), else the blend."""
+    old_a = tl.load(memory_ptr + ids * sm_n, mask=id_ok, other=float("nan"))
+    old_s = tl.load(memory_ptr + ids * sm_n + sm_f, mask=id_ok, other=float("nan"))
+    blend_a = momentum * old_a + one_minus_momentum * agreement
+    blend_s = momentum * old_s + one_minus_momentum * support
+    # x != x is the NaN test
+    return tl.where(old_a != old_a, agreement, blend_a), tl.where(old_s != old_s, support, blend_s)  # noqa: PLR0124
+
+
+@triton.jit
+def _decide(
+    a,
+    s,
+    majority,
+    labels,
+    margin,
+    a_min,
+    s_max,
+    noisy_weight,
+    relabel_margin,
+    warm,
+    relabel,
+    EASY: tl.constexpr,
+    HARD: tl.constexpr,
+    NOISY: tl.constexpr,
+):
+    """Category, weight and target from the A and S the category uses (EMAs or this batch's)."""
+    agree = a >= a_min
+    is_easy = agree & (majority == labels)
+    is_noisy = agree & (majority != labels) & (s < s_max)
+    category = tl.where(is_easy, EASY, tl.where(is_noisy, NOISY, HARD))
+    weight = tl.where(category == HARD, 1.0 + (1.0 - a), 1.0)
+    weight = tl.where(is_noisy, noisy_weight, weight)
+    flip = is_noisy & (margin > relabel_margin) & relabel
+    target = tl.where(flip, majority.to(tl.int64), labels)
+    weight = tl.where(flip, 1.0, weight)
+    return category, tl.where(warm, weight, 1.0), tl.where(warm, target, labels)
 
 
 @triton.jit
 def _agreement_kernel(
-    logits_ptr,
-    labels_ptr,
-    ids_ptr,
-    memory_ptr,
-    majority_ptr,
-    agreement_ptr,
-    support_ptr,
-    margin_ptr,
-    ema_a_ptr,
-    ema_s_ptr,
-    category_ptr,
-    weight_ptr,
-    target_ptr,
+    logits_ptr,  # [B, K, C] fp32, bf16 or fp16, strides s_b, s_k, s_c
+    labels_ptr,  # [B] int64, contiguous
+    ids_ptr,  # [B] int64, contiguous: each sample's memory row
+    memory_ptr,  # [N, 2] fp32, strides sm_n, sm_f: EMA of A and S per sample, NaN = not yet seen; read only
+    majority_ptr,  # [B] int64, contiguous; likewise every output below
+    agreement_ptr,  # [B] fp32
+    support_ptr,  # [B] fp32
+    margin_ptr,  # [B] fp32
+    ema_ptr,  # [B, 2] fp32: the memory rows after this batch
+    category_ptr,  # [B] int64
+    weight_ptr,  # [B] fp32
+    target_ptr,  # [B] int64
     B,
-    C,
-    N,
+    K,  # clips, 1..AGREEMENT_MAX_CLIPS
+    C,  # classes, <= BLOCK_C
+    N,  # memory rows
     s_b,
     s_k,
     s_c,
     sm_n,
     sm_f,
-    a_min,
+    a_min,  # fp32 thresholds and weights of AgreementParams
     s_max,
     noisy_weight,
     momentum,
     one_minus_momentum,
     relabel_margin,
-    K: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    WARM: tl.constexpr,
-    RELABEL: tl.constexpr,
-    USE_EMA: tl.constexpr,
-    UPDATE: tl.constexpr,
+    warm,  # bool: the warm-up is over (weights and targets change)
+    relabel,  # bool
+    use_ema,  # bool: categories from the EMAs, else from this batch's A and S
+    BLOCK_B: tl.constexpr,  # samples per program
+    BLOCK_C: tl.constexpr,  # power of two >= max(C, 2)
+    EASY: tl.constexpr,  # the Category codes
+    HARD: tl.constexpr,
+    NOISY: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # grid (cdiv(B, BLOCK_B),)
     cols = tl.arange(0, BLOCK_C)
     row_ok = rows < B
     col_ok = cols < C
-    mask = row_ok[:, None] & col_ok[None, :]
-
-    prob_sum = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
-    votes = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
-    for k in tl.static_range(K):
-        x = tl.load(
-            logits_ptr + rows[:, None] * s_b + k * s_k + cols[None, :] * s_c, mask=mask, other=float("-inf")
-        ).to(tl.float32)
-        x = tl.where(row_ok[:, None], x, 0.0)  # padded rows: a harmless uniform softmax, never stored
-        e = tl.exp(x - tl.max(x, axis=1)[:, None])
-        p = e / tl.sum(e, axis=1)[:, None]
-        vote = tl.argmax(p, axis=1, tie_break_left=True)  # first maximum, as torch.argmax
-        votes += tl.where(cols[None, :] == vote[:, None], 1.0, 0.0)
-        prob_sum += p
-    mean = prob_sum / K
-
-    # Majority: most votes, then larger mean probability, then lower index (the twin's votes + 0.5 * mean).
-    score = tl.where(col_ok[None, :], votes + 0.5 * mean, float("-inf"))
-    majority = tl.argmax(score, axis=1, tie_break_left=True)
-    is_majority = cols[None, :] == majority[:, None]
-    agreement = tl.sum(tl.where(is_majority, votes, 0.0), axis=1) / K
-
+    mean, votes = _clip_votes(logits_ptr, rows, cols, row_ok, col_ok, s_b, s_k, s_c, K, BLOCK_B, BLOCK_C)
     labels = tl.load(labels_ptr + rows, mask=row_ok, other=0)
-    label_ok = (labels >= 0) & (labels < C)
-    support = tl.sum(tl.where(cols[None, :] == labels[:, None], mean, 0.0), axis=1)
-    support = tl.where(label_ok, support, float("nan"))
-    margin = tl.max(tl.where(col_ok[None, :], mean, float("-inf")), axis=1) - support
-
+    majority, agreement, support, margin = _statistics(mean, votes, cols, col_ok, labels, C, K)
     ids = tl.load(ids_ptr + rows, mask=row_ok, other=0)
     id_ok = row_ok & (ids >= 0) & (ids < N)
-    mem_a = memory_ptr + ids * sm_n
-    mem_s = mem_a + sm_f
-    old_a = tl.load(mem_a, mask=id_ok, other=float("nan"))
-    old_s = tl.load(mem_s, mask=id_ok, other=float("nan"))
-    blend_a = momentum * old_a + one_minus_momentum * agreement
-    blend_s = momentum * old_s + one_minus_momentum * support
-    # NaN = first sight (x != x is the NaN test)
-    ema_a = tl.where(old_a != old_a, agreement, blend_a)  # noqa: PLR0124
-    ema_s = tl.where(old_s != old_s, support, blend_s)  # noqa: PLR0124
-    if UPDATE:
-        tl.store(mem_a, ema_a, mask=id_ok)
-        tl.store(mem_s, ema_s, mask=id_ok)
-
-    if USE_EMA:
-        a = ema_a
-        s = ema_s
-    else:
-        a = agreement
-        s = support
-    agree = a >= a_min
-    is_easy = agree & (majority == labels)
-    is_noisy = agree & (majority != labels) & (s < s_max)
-    category = tl.where(is_easy, 0, tl.where(is_noisy, 2, 1))  # EASY, NOISY, HARD
-
-    weight = tl.full([BLOCK_B], 1.0, dtype=tl.float32)
-    target = labels.to(tl.int64)
-    if WARM:
-        weight = tl.where(category == 1, 1.0 + (1.0 - a), weight)
-        weight = tl.where(is_noisy, noisy_weight, weight)
-        if RELABEL:
-            flip = is_noisy & (margin > relabel_margin)
-            target = tl.where(flip, majority.to(tl.int64), target)
-            weight = tl.where(flip, 1.0, weight)
-
+    ema_a, ema_s = _ema_rows(
+        memory_ptr, ids, id_ok, sm_n, sm_f, agreement, support, momentum, one_minus_momentum
+    )
+    a = tl.where(use_ema, ema_a, agreement)
+    s = tl.where(use_ema, ema_s, support)
+    category, weight, target = _decide(
+        a,
+        s,
+        majority,
+        labels,
+        margin,
+        a_min,
+        s_max,
+        noisy_weight,
+        relabel_margin,
+        warm,
+        relabel,
+        EASY,
+        HARD,
+        NOISY,
+    )
     tl.store(majority_ptr + rows, majority.to(tl.int64), mask=row_ok)
     tl.store(agreement_ptr + rows, agreement, mask=row_ok)
     tl.store(support_ptr + rows, support, mask=row_ok)
     tl.store(margin_ptr + rows, margin, mask=row_ok)
-    tl.store(ema_a_ptr + rows, ema_a, mask=row_ok)
-    tl.store(ema_s_ptr + rows, ema_s, mask=row_ok)
+    tl.store(ema_ptr + 2 * rows, ema_a, mask=row_ok)
+    tl.store(ema_ptr + 2 * rows + 1, ema_s, mask=row_ok)
     tl.store(category_ptr + rows, category.to(tl.int64), mask=row_ok)
     tl.store(weight_ptr + rows, weight, mask=row_ok)
     tl.store(target_ptr + rows, target, mask=row_ok)
 
 
+# ----------------------------------------------------------------------------------------------- host side
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """What a launch compiles for: the logits' dtype and the class tile (grid and scalars aside)."""
+
+    logits_dtype: torch.dtype
+    block_c: int
+
+    def constexprs(self) -> dict:
+        codes = {c.name: int(c) for c in Category}
+        return {"BLOCK_B": AGREEMENT_BLOCK_B, "BLOCK_C": self.block_c, **codes}
+
+    def __str__(self) -> str:
+        return f"logits {_launch.dtype_name(self.logits_dtype)} BLOCK_C {self.block_c}"
+
+
+def launch_config(classes: int, logits_dtype: torch.dtype) -> AgreementConfig:
+    """The configuration the host launches for C = classes (other logit dtypes are cast to fp32 first)."""
+    dtype = logits_dtype if logits_dtype in AGREEMENT_LOGIT_DTYPES else torch.float32
+    return AgreementConfig(dtype, max(2, triton.next_power_of_2(classes)))
+
+
+def configurations() -> list[AgreementConfig]:
+    """Every configuration launch_config gives for inputs kernel_problem accepts."""
+    found = {launch_config(c, d) for c in range(1, AGREEMENT_MAX_CLASSES + 1) for d in AGREEMENT_LOGIT_DTYPES}
+    return sorted(found, key=lambda c: (str(c.logits_dtype), c.block_c))
+
+
 def check_inputs(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor) -> None:
-    if clip_logits.dim() != 3:
-        raise ValueError(f"clip logits must be [B, K, C], got shape {tuple(clip_logits.shape)}")
-    b, k, c = clip_logits.shape
-    if not 1 <= k <= MAX_CLIPS or not 1 <= c <= MAX_CLASSES:
-        raise ValueError(
-            f"the agreement kernel holds 1..{MAX_CLIPS} clips and 1..{MAX_CLASSES} classes, got K={k}, C={c}"
-        )
-    if labels.shape != (b,) or sample_ids.shape != (b,):
-        raise ValueError(
-            f"labels and sample ids must be [B] = [{b}], got {tuple(labels.shape)}, {tuple(sample_ids.shape)}"
-        )
-    if labels.is_floating_point() or sample_ids.is_floating_point():
-        raise ValueError(
-            f"labels and sample ids must be integer tensors, got {labels.dtype}, {sample_ids.dtype}"
-        )
-    if memory.dim() != 2 or memory.shape[1] != 2 or memory.dtype != torch.float32:
-        raise ValueError(f"agreement memory must be float32 [N, 2], got {memory.dtype} {tuple(memory.shape)}")
-    devices = {t.device for t in (clip_logits, labels, sample_ids, memory)}
-    if len(devices) != 1:
-        raise ValueError(f"agreement inputs must be on one device, got {sorted(map(str, devices))}")
+    problem = kernel_problem(clip_logits, labels, sample_ids, memory)
+    if problem:
+        raise ValueError(f"agreement kernel: {problem}")
+    b, _, c = clip_logits.shape
     if clip_logits.device.type == "cpu" and b:  # free here; on CUDA it would cost a host sync
         if int(labels.min()) < 0 or int(labels.max()) >= c:
             raise ValueError(f"labels must be in [0, {c}), got [{int(labels.min())}, {int(labels.max())}]")
@@ -180,65 +233,69 @@ def check_inputs(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory
             )
 
 
+def _job(logits, labels, ids, memory, params: AgreementParams, warm: bool, outputs, stages) -> _launch.Launch:
+    """The launch; outputs: (majority, agreement, support, margin, ema rows, category, weight, target)."""
+    b, k, c = logits.shape
+    cfg = launch_config(c, logits.dtype)
+    thresholds = (params.a_min, params.s_max, params.noisy_weight, params.momentum, 1.0 - params.momentum)
+    scalars = (b, k, c, memory.shape[0], *logits.stride(), *memory.stride(), *map(float, thresholds))
+    flags = (bool(warm), bool(params.relabel), bool(params.use_ema))
+    args = (logits, labels, ids, memory, *outputs, *scalars, float(params.relabel_margin), *flags)
+    fp_exact = {"enable_fp_fusion": False}  # no FMA contraction: the twin's roundings, bit for bit
+    return _launch.Launch("agreement", _agreement_kernel, args, cfg.constexprs(), 4, stages, fp_exact)
+
+
+def _compile_jobs(logits, labels, ids, memory, stages: int) -> list[_launch.Launch]:
+    f32, i64 = torch.float32, torch.int64
+    outputs = (i64, f32, f32, f32, f32, i64, f32, i64)  # dtypes stand in for the buffers a launch allocates
+    return [_job(logits, labels, ids, memory, AgreementParams(), True, outputs, stages)]
+
+
+def _kernel_inputs(clip_logits, labels, sample_ids, memory) -> tuple[Tensor, ...]:
+    logits = clip_logits if clip_logits.dtype in AGREEMENT_LOGIT_DTYPES else clip_logits.float()
+    return logits, labels.to(torch.int64).contiguous(), sample_ids.to(torch.int64).contiguous(), memory
+
+
+def pipelining(
+    clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor
+) -> tuple[int | None, str]:
+    """(num_stages, "") where the kernel fits the device's shared memory for these inputs, else (None,
+    why)."""
+    config = launch_config(clip_logits.shape[2], clip_logits.dtype)
+    inputs = (clip_logits, labels, sample_ids, memory)
+    return _launch.fitting_stages(
+        config, clip_logits.device, lambda s: _compile_jobs(*_kernel_inputs(*inputs), s)
+    )
+
+
+def example_jobs(config: AgreementConfig, stages: int) -> list[_launch.Launch]:
+    """The launch for a batch of this configuration on the meta device (for compiling only)."""
+    logits = torch.empty(256, 4, config.block_c, dtype=config.logits_dtype, device="meta")
+    labels = torch.empty(256, dtype=torch.int64, device="meta")
+    return _compile_jobs(logits, labels, labels, torch.empty(512, 2, device="meta"), stages)
+
+
 def agreement_kernel(
     clip_logits: Tensor,
     labels: Tensor,
     sample_ids: Tensor,
     memory: Tensor,
-    *,
-    a_min: float,
-    s_max: float,
-    noisy_weight: float,
-    momentum: float,
-    relabel: bool,
-    relabel_margin: float,
-    use_ema: bool,
+    params: AgreementParams,
     warm: bool,
-    update_memory: bool,
 ) -> tuple[Tensor, ...]:
-    """One launch. Returns (majority, agreement, support, margin, ema_agreement, ema_support, category, weight,
-    target), in the order of rdfer.ops.agreement.AgreementStats. Updates memory in place (if update_memory)."""
+    """One launch. Returns (majority, agreement, support, margin, ema_rows, category, weight, target), in the
+    order of rdfer.ops.agreement.AgreementStats. Reads memory; writes nothing but its outputs."""
     check_inputs(clip_logits, labels, sample_ids, memory)
-    b, k, c = clip_logits.shape
-    dev = clip_logits.device
-    floats = _empty((6, b), torch.float32, dev)
-    ints = _empty((3, b), torch.int64, dev)
-    majority, category, target = ints
-    agreement, support, margin, ema_a, ema_s, weight = floats
+    stages, why = pipelining(clip_logits, labels, sample_ids, memory)
+    if stages is None:
+        raise RuntimeError(f"the agreement kernel cannot run on {clip_logits.device}: {why}")
+    logits, labels, ids, memory = _kernel_inputs(clip_logits, labels, sample_ids, memory)
+    b, dev = logits.shape[0], logits.device
+    majority, category, target = _launch.empty((3, b), torch.int64, dev)
+    agreement, support, margin, weight = _launch.empty((4, b), torch.float32, dev)
+    ema_rows = _launch.empty((b, 2), torch.float32, dev)
+    outputs = (majority, agreement, support, margin, ema_rows, category, weight, target)
     if b:
-        _agreement_kernel[(triton.cdiv(b, BLOCK_B),)](
-            clip_logits,
-            labels.contiguous(),
-            sample_ids.contiguous(),
-            memory,
-            majority,
-            agreement,
-            support,
-            margin,
-            ema_a,
-            ema_s,
-            category,
-            weight,
-            target,
-            b,
-            c,
-            memory.shape[0],
-            *clip_logits.stride(),
-            *memory.stride(),
-            float(a_min),
-            float(s_max),
-            float(noisy_weight),
-            float(momentum),
-            1.0 - float(momentum),
-            float(relabel_margin),
-            K=k,
-            BLOCK_B=BLOCK_B,
-            BLOCK_C=max(2, triton.next_power_of_2(c)),
-            WARM=bool(warm),
-            RELABEL=bool(relabel),
-            USE_EMA=bool(use_ema),
-            UPDATE=bool(update_memory),
-            num_warps=4,
-            enable_fp_fusion=False,
-        )
-    return majority, agreement, support, margin, ema_a, ema_s, category, weight, target
+        job = _job(logits, labels, ids, memory, params, warm, outputs, stages)
+        _launch.launch(job, (triton.cdiv(b, AGREEMENT_BLOCK_B),), dev)
+    return outputs

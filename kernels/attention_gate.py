@@ -1,81 +1,65 @@
-"""Triton kernels for the temporal attention gate (SPEC §2.3): out = x * sigmoid(LayerNorm(MHSA)).
+"""Triton kernels for one stream's temporal attention gate: out = x * sigmoid(LayerNorm(MHSA)).
 
-Defined by rdfer.ops.attention_gate.attention_gate_reference; this file is a faster way to compute it.
+Defined by rdfer.ops.attention_gate.attention_gate_reference; this file is a faster way to compute it: the
+whole gate, attention through LayerNorm, sigmoid and product, is one launch forward and one backward. (RDFER's
+two streams cannot share a launch: the detail stream's input comes from the synopsis stream's output.)
 
 Layout of the work. The LayerNorm spans all heads of an instance (H*d = 1024 at the paper's shape), so one
-program owns one (stream, batch item): all H heads of all L instances (L = 16 or 4). It walks the heads twice:
-pass 1 computes each head's attention output and merges per-head LayerNorm statistics (Chan's parallel
-variance, so no E[x^2] - E[x]^2 cancellation); pass 2 recomputes each head, normalises, gates and writes.
+program owns one batch item: all H heads of all L instances (L = 16 or 4). It walks the heads twice: pass 1
+computes each head's attention output and merges per-head LayerNorm statistics (Chan's parallel variance, so
+no E[x^2] - E[x]^2 cancellation); pass 2 recomputes each head, normalises, gates and writes.
 
 Why recompute instead of saving the pre-LN heads (flash style): at L <= 16 a head's attention is two
 [16, 16] x [16, d] products, a few hundred kFLOP per batch item, while saving the heads would cost a
 [B, L, H*d] fp32 write in the forward and a read in the backward (as much traffic as q and k together in
 bf16). The re-reads of q, k, v inside a program come from L2. The backward saves only mean and rstd [B, L].
 
-One launch can hold one stream or two (the synopsis stream, L=16, and the detail stream, L=4): program ids
-[0, B0) take stream 0 and [B0, B0 + B1) stream 1. RDFER itself calls one stream at a time, because the
-detail stream's input depends on the synopsis stream's output (and its backward runs in the reverse order);
-`dual_attention_gate` serves callers whose two streams are independent.
-
 Precision: softmax, LayerNorm and all accumulation run in fp32, as in the twin. fp32 inputs use exact fp32
 products ("ieee"); bf16 inputs use TF32 tensor-core products for the fp32 operands (P, dO, dS; 10-bit
-mantissa, 4x finer than the bf16 rounding of the result) and exact products of the bf16 operands.
+mantissa, 4x finer than the bf16 rounding of the result) and exact products of the bf16 operands. The
+LayerNorm affine gradients are summed deterministically: one row of partial sums per batch item, reduced on
+the host.
+
+Offsets: program ids, tile indices and per-head offsets are int64 before they meet a stride, so tensors past
+2^31 elements and views with large strides address correctly.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
-MAX_HEAD_DIM = 256
+from rdfer.ops.attention_gate import kernel_problem
+from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES
 
-
-def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Every output buffer comes from here, so tests can poison them and prove each element is written."""
-    return torch.empty(shape, dtype=dtype, device=device)
+from . import _launch
+from ._launch import round_to
 
 
 @triton.jit
-def _round_to(x, dtype: tl.constexpr, EMULATE_RTNE: tl.constexpr):
-    """fp32 x in dtype, rounded to nearest even. The Triton interpreter truncates fp32 -> bf16 casts, which
-    would double the rounding error of every bf16 output; there the rounding is done on the bits (finite
-    values). On the GPU the cast itself rounds to nearest even."""
-    if EMULATE_RTNE and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
-    return x.to(dtype)
+def _tile_offsets(s_row, s_col, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """int64 [BLOCK_R, BLOCK_C] offsets of a tile with these row and column strides."""
+    rows = tl.arange(0, BLOCK_R).to(tl.int64)
+    cols = tl.arange(0, BLOCK_C).to(tl.int64)
+    return rows[:, None] * s_row + cols[None, :] * s_col
 
 
 @triton.jit
 def _head_attention(
-    q_base,
-    k_base,
-    v_base,
-    s_l,
-    s_d,
-    L,
-    D_HEAD,
-    sqrt_d,
-    BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
+    q_head, k_head, v_head, offs, mask, L, sqrt_d, BLOCK_L: tl.constexpr, PRECISION: tl.constexpr
 ):
     """One head: q, k, v as fp32 [BLOCK_L, BLOCK_D] (zero padded), softmax P [BLOCK_L, BLOCK_L], O = P V."""
-    rows = tl.arange(0, BLOCK_L)
-    cols = tl.arange(0, BLOCK_D)
-    offs = rows[:, None] * s_l + cols[None, :] * s_d
-    mask = (rows[:, None] < L) & (cols[None, :] < D_HEAD)
-    q = tl.load(q_base + offs, mask=mask, other=0.0).to(tl.float32)
-    k = tl.load(k_base + offs, mask=mask, other=0.0).to(tl.float32)
-    v = tl.load(v_base + offs, mask=mask, other=0.0).to(tl.float32)
+    q = tl.load(q_head + offs, mask=mask, other=0.0).to(tl.float32)
+    k = tl.load(k_head + offs, mask=mask, other=0.0).to(tl.float32)
+    v = tl.load(v_head + offs, mask=mask, other=0.0).to(tl.float32)
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) / sqrt_d
-    scores = tl.where(rows[None, :] < L, scores, float("-inf"))  # padded keys get no weight
+    keys = tl.arange(0, BLOCK_L)
+    scores = tl.where(keys[None, :] < L, scores, float("-inf"))  # padded keys get no weight
     p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
     p = p / tl.sum(p, axis=1)[:, None]
     o = tl.dot(p, v, input_precision=PRECISION)
@@ -87,11 +71,10 @@ def _ln_stats(
     q_ptr,
     k_ptr,
     v_ptr,
-    b,
-    s_b,
-    s_l,
+    base,
     s_h,
-    s_d,
+    offs,
+    mask,
     L,
     H,
     D_HEAD,
@@ -105,11 +88,11 @@ def _ln_stats(
     cols = tl.arange(0, BLOCK_D)
     mean = tl.zeros([BLOCK_L], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_L], dtype=tl.float32)
+    head = base
     for h in range(H):
-        off = b * s_b + h * s_h
-        _, _, _, _, o = _head_attention(
-            q_ptr + off, k_ptr + off, v_ptr + off, s_l, s_d, L, D_HEAD, sqrt_d, BLOCK_L, BLOCK_D, PRECISION
-        )
+        o = _head_attention(
+            q_ptr + head, k_ptr + head, v_ptr + head, offs, mask, L, sqrt_d, BLOCK_L, PRECISION
+        )[4]
         mean_h = tl.sum(o, axis=1) / D_HEAD  # padded columns of o are zero
         diff = tl.where(cols[None, :] < D_HEAD, o - mean_h[:, None], 0.0)
         m2_h = tl.sum(diff * diff, axis=1)
@@ -118,662 +101,307 @@ def _ln_stats(
         delta = mean_h - mean
         mean = mean + delta * (D_HEAD / n_ab)
         m2 = m2 + m2_h + delta * delta * (n_a * D_HEAD / n_ab)
+        head += s_h
     rstd = 1.0 / tl.sqrt(m2 / (H * D_HEAD) + eps)
     return mean, rstd
 
 
 @triton.jit
-def _fwd_stream(
-    b,
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    out_ptr,
-    mean_ptr,
-    rstd_ptr,
-    s_b,
-    s_l,
-    s_h,
-    s_d,
-    sx_b,
-    sx_l,
-    L,
-    H,
-    D_HEAD,
-    sqrt_d,
-    eps,
-    BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
-    EMULATE_RTNE: tl.constexpr,
-):
-    rows = tl.arange(0, BLOCK_L)
+def _gate(o, mean, rstd, w_ptr, bias_ptr, col0, D_HEAD, BLOCK_D: tl.constexpr):
+    """For one head's output o [BLOCK_L, BLOCK_D] at columns col0 + [0, d) of the instance: the normalised
+    heads n (zero where padded), the weight w [BLOCK_D] and the gate sigmoid(n * w + bias)."""
     cols = tl.arange(0, BLOCK_D)
-    row_ok = rows < L
-    mask = row_ok[:, None] & (cols[None, :] < D_HEAD)
-    mean, rstd = _ln_stats(
-        q_ptr, k_ptr, v_ptr, b, s_b, s_l, s_h, s_d, L, H, D_HEAD, sqrt_d, eps, BLOCK_L, BLOCK_D, PRECISION
-    )
-    tl.store(mean_ptr + b * L + rows, mean, mask=row_ok)
-    tl.store(rstd_ptr + b * L + rows, rstd, mask=row_ok)
-    width = H * D_HEAD
-    for h in range(H):
-        off = b * s_b + h * s_h
-        _, _, _, _, o = _head_attention(
-            q_ptr + off, k_ptr + off, v_ptr + off, s_l, s_d, L, D_HEAD, sqrt_d, BLOCK_L, BLOCK_D, PRECISION
-        )
-        c = h * D_HEAD + cols
-        w = tl.load(w_ptr + c, mask=cols < D_HEAD, other=0.0).to(tl.float32)
-        bias = tl.load(bias_ptr + c, mask=cols < D_HEAD, other=0.0).to(tl.float32)
-        gate = tl.sigmoid((o - mean[:, None]) * rstd[:, None] * w[None, :] + bias[None, :])
-        x_offs = b * sx_b + rows[:, None] * sx_l + c[None, :]
-        x = tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
-        out = x * gate
-        tl.store(
-            out_ptr + b * L * width + rows[:, None] * width + c[None, :],
-            _round_to(out, out_ptr.dtype.element_ty, EMULATE_RTNE),
-            mask=mask,
-        )
+    col_ok = cols < D_HEAD
+    w = tl.load(w_ptr + col0 + cols, mask=col_ok, other=0.0)
+    bias = tl.load(bias_ptr + col0 + cols, mask=col_ok, other=0.0)
+    n = tl.where(col_ok[None, :], (o - mean[:, None]) * rstd[:, None], 0.0)
+    return n, w, tl.sigmoid(n * w[None, :] + bias[None, :])
 
 
 @triton.jit
 def _gate_fwd_kernel(
-    q0,
-    k0,
-    v0,
-    x0,
-    w0,
-    bias0,
-    out0,
-    mean0,
-    rstd0,
-    B0,
-    L0,
-    s0_b,
-    s0_l,
-    s0_h,
-    s0_d,
-    sx0_b,
-    sx0_l,
-    eps0,
-    q1,
-    k1,
-    v1,
-    x1,
-    w1,
-    bias1,
-    out1,
-    mean1,
-    rstd1,
-    L1,
-    s1_b,
-    s1_l,
-    s1_h,
-    s1_d,
-    sx1_b,
-    sx1_l,
-    eps1,
-    H,
-    D_HEAD,
-    sqrt_d,
-    BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION0: tl.constexpr,
-    PRECISION1: tl.constexpr,
-    TWO_STREAMS: tl.constexpr,
-    EMULATE_RTNE: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    if TWO_STREAMS:
-        if pid < B0:
-            _fwd_stream(
-                pid,
-                q0,
-                k0,
-                v0,
-                x0,
-                w0,
-                bias0,
-                out0,
-                mean0,
-                rstd0,
-                s0_b,
-                s0_l,
-                s0_h,
-                s0_d,
-                sx0_b,
-                sx0_l,
-                L0,
-                H,
-                D_HEAD,
-                sqrt_d,
-                eps0,
-                BLOCK_L,
-                BLOCK_D,
-                PRECISION0,
-                EMULATE_RTNE,
-            )
-        else:
-            _fwd_stream(
-                pid - B0,
-                q1,
-                k1,
-                v1,
-                x1,
-                w1,
-                bias1,
-                out1,
-                mean1,
-                rstd1,
-                s1_b,
-                s1_l,
-                s1_h,
-                s1_d,
-                sx1_b,
-                sx1_l,
-                L1,
-                H,
-                D_HEAD,
-                sqrt_d,
-                eps1,
-                BLOCK_L,
-                BLOCK_D,
-                PRECISION1,
-                EMULATE_RTNE,
-            )
-    else:
-        _fwd_stream(
-            pid,
-            q0,
-            k0,
-            v0,
-            x0,
-            w0,
-            bias0,
-            out0,
-            mean0,
-            rstd0,
-            s0_b,
-            s0_l,
-            s0_h,
-            s0_d,
-            sx0_b,
-            sx0_l,
-            L0,
-            H,
-            D_HEAD,
-            sqrt_d,
-            eps0,
-            BLOCK_L,
-            BLOCK_D,
-            PRECISION0,
-            EMULATE_RTNE,
-        )
-
-
-@triton.jit
-def _gate_terms(
-    o,
-    mean,
-    rstd,
-    w_ptr,
-    bias_ptr,
-    x_ptr,
-    dout_ptr,
-    b,
-    h,
-    sx_b,
-    sx_l,
-    L,
-    D_HEAD,
-    width,
-    BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """For one head: the normalised heads n, the gate g, x, dout and dn = d loss / d n (zero where padded)."""
-    rows = tl.arange(0, BLOCK_L)
-    cols = tl.arange(0, BLOCK_D)
-    mask = (rows[:, None] < L) & (cols[None, :] < D_HEAD)
-    c = h * D_HEAD + cols
-    w = tl.load(w_ptr + c, mask=cols < D_HEAD, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + c, mask=cols < D_HEAD, other=0.0).to(tl.float32)
-    n = tl.where(mask, (o - mean[:, None]) * rstd[:, None], 0.0)
-    gate = tl.sigmoid(n * w[None, :] + bias[None, :])
-    x = tl.load(x_ptr + b * sx_b + rows[:, None] * sx_l + c[None, :], mask=mask, other=0.0).to(tl.float32)
-    dout = tl.load(dout_ptr + b * L * width + rows[:, None] * width + c[None, :], mask=mask, other=0.0).to(
-        tl.float32
-    )
-    dy = dout * x * gate * (1.0 - gate)  # through the sigmoid; zero where padded since dout is
-    return n, gate, x, dout, dy, dy * w[None, :]
-
-
-@triton.jit
-def _bwd_stream(
-    b,
-    q_ptr,
+    q_ptr,  # [B, L, H, d] q, k, v (qkv dtype), one layout: strides s_b, s_l, s_h, s_d
     k_ptr,
     v_ptr,
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    mean_ptr,
-    rstd_ptr,
-    dout_ptr,
-    dq_ptr,
-    dk_ptr,
-    dv_ptr,
-    dx_ptr,
-    dw_ptr,
-    dbias_ptr,
+    x_ptr,  # [B, L, H*d] (x dtype), strides sx_b, sx_l, 1
+    w_ptr,  # [H*d] fp32 LayerNorm weight, contiguous
+    bias_ptr,  # [H*d] fp32 LayerNorm bias, contiguous
+    out_ptr,  # [B, L, H*d] (x dtype), contiguous: the gated x
+    mean_ptr,  # [B, L] fp32, contiguous: LayerNorm mean, saved for the backward
+    rstd_ptr,  # [B, L] fp32, contiguous: LayerNorm 1/std, saved for the backward
     s_b,
     s_l,
     s_h,
     s_d,
     sx_b,
     sx_l,
-    L,
-    H,
-    D_HEAD,
-    sqrt_d,
-    BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
-    EMULATE_RTNE: tl.constexpr,
+    L,  # instances, <= BLOCK_L
+    H,  # heads
+    D_HEAD,  # head dim d, <= BLOCK_D
+    sqrt_d,  # fp32 sqrt(d)
+    eps,  # fp32 LayerNorm epsilon
+    BLOCK_L: tl.constexpr,  # power of two >= max(L, 16) (tl.dot takes no fewer than 16 rows)
+    BLOCK_D: tl.constexpr,  # power of two >= max(d, 16)
+    PRECISION: tl.constexpr,  # "ieee" for fp32 q, k, v; "tf32" for bf16
+    EMULATE_RTNE: tl.constexpr,  # round bf16 outputs on the bits (the interpreter truncates)
 ):
+    b = tl.program_id(0).to(tl.int64)  # grid (B,): one batch item per program
     rows = tl.arange(0, BLOCK_L)
     cols = tl.arange(0, BLOCK_D)
     row_ok = rows < L
     mask = row_ok[:, None] & (cols[None, :] < D_HEAD)
+    offs = _tile_offsets(s_l, s_d, BLOCK_L, BLOCK_D)
+    mean, rstd = _ln_stats(
+        q_ptr, k_ptr, v_ptr, b * s_b, s_h, offs, mask, L, H, D_HEAD, sqrt_d, eps, BLOCK_L, BLOCK_D, PRECISION
+    )
+    tl.store(mean_ptr + b * L + rows, mean, mask=row_ok)
+    tl.store(rstd_ptr + b * L + rows, rstd, mask=row_ok)
     width = H * D_HEAD
-    mean = tl.load(mean_ptr + b * L + rows, mask=row_ok, other=0.0)
-    rstd = tl.load(rstd_ptr + b * L + rows, mask=row_ok, other=0.0)
-
-    # Pass A: dx, the LayerNorm affine gradients (one row of partial sums per batch item), and the two
-    # per-instance sums the LayerNorm backward needs over all heads: sum(dn) and sum(dn * n).
-    sum_dn = tl.zeros([BLOCK_L], dtype=tl.float32)
-    sum_dn_n = tl.zeros([BLOCK_L], dtype=tl.float32)
-    for h in range(H):
-        off = b * s_b + h * s_h
-        _, _, _, _, o = _head_attention(
-            q_ptr + off, k_ptr + off, v_ptr + off, s_l, s_d, L, D_HEAD, sqrt_d, BLOCK_L, BLOCK_D, PRECISION
-        )
-        n, gate, _, dout, dy, dn = _gate_terms(
-            o,
-            mean,
-            rstd,
-            w_ptr,
-            bias_ptr,
-            x_ptr,
-            dout_ptr,
-            b,
-            h,
-            sx_b,
-            sx_l,
-            L,
-            D_HEAD,
-            width,
-            BLOCK_L,
-            BLOCK_D,
-        )
-        c = h * D_HEAD + cols
-        tl.store(
-            dx_ptr + b * L * width + rows[:, None] * width + c[None, :],
-            _round_to(dout * gate, dx_ptr.dtype.element_ty, EMULATE_RTNE),
-            mask=mask,
-        )
-        tl.store(dw_ptr + b * width + c, tl.sum(dy * n, axis=0), mask=cols < D_HEAD)
-        tl.store(dbias_ptr + b * width + c, tl.sum(dy, axis=0), mask=cols < D_HEAD)
-        sum_dn += tl.sum(dn, axis=1)
-        sum_dn_n += tl.sum(dn * n, axis=1)
-    mean_dn = sum_dn / width
-    mean_dn_n = sum_dn_n / width
-
-    # Pass B: through the LayerNorm into each head's output, then the attention backward.
-    for h in range(H):
-        off = b * s_b + h * s_h
-        q, k, v, p, o = _head_attention(
-            q_ptr + off, k_ptr + off, v_ptr + off, s_l, s_d, L, D_HEAD, sqrt_d, BLOCK_L, BLOCK_D, PRECISION
-        )
-        n, gate, _, dout, dy, dn = _gate_terms(
-            o,
-            mean,
-            rstd,
-            w_ptr,
-            bias_ptr,
-            x_ptr,
-            dout_ptr,
-            b,
-            h,
-            sx_b,
-            sx_l,
-            L,
-            D_HEAD,
-            width,
-            BLOCK_L,
-            BLOCK_D,
-        )
-        do = tl.where(mask, rstd[:, None] * (dn - mean_dn[:, None] - n * mean_dn_n[:, None]), 0.0)
-        dv = tl.dot(tl.trans(p), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = (
-            p * (dp - tl.sum(p * dp, axis=1)[:, None]) / sqrt_d
-        )  # zero on padded rows (do = 0) and keys (p = 0)
-        dq = tl.dot(ds, k, input_precision=PRECISION)
-        dk = tl.dot(tl.trans(ds), q, input_precision=PRECISION)
-        g_offs = b * L * width + rows[:, None] * width + (h * D_HEAD + cols)[None, :]
-        tl.store(dq_ptr + g_offs, _round_to(dq, dq_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
-        tl.store(dk_ptr + g_offs, _round_to(dk, dk_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
-        tl.store(dv_ptr + g_offs, _round_to(dv, dv_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
+    x_offs = b * sx_b + _tile_offsets(sx_l, 1, BLOCK_L, BLOCK_D)
+    out_offs = b * L * width + _tile_offsets(width, 1, BLOCK_L, BLOCK_D)
+    head = b * s_b
+    col0 = b * 0  # int64 column of the head's first element
+    for _ in range(H):
+        o = _head_attention(
+            q_ptr + head, k_ptr + head, v_ptr + head, offs, mask, L, sqrt_d, BLOCK_L, PRECISION
+        )[4]
+        gate = _gate(o, mean, rstd, w_ptr, bias_ptr, col0, D_HEAD, BLOCK_D)[2]
+        x = tl.load(x_ptr + x_offs + col0, mask=mask, other=0.0).to(tl.float32)
+        out = round_to(x * gate, out_ptr.dtype.element_ty, EMULATE_RTNE)
+        tl.store(out_ptr + out_offs + col0, out, mask=mask)
+        head += s_h
+        col0 += D_HEAD
 
 
 @triton.jit
 def _gate_bwd_kernel(
-    q0,
-    k0,
-    v0,
-    x0,
-    w0,
-    bias0,
-    mean0,
-    rstd0,
-    dout0,
-    dq0,
-    dk0,
-    dv0,
-    dx0,
-    dw0,
-    dbias0,
-    B0,
-    L0,
-    s0_b,
-    s0_l,
-    s0_h,
-    s0_d,
-    sx0_b,
-    sx0_l,
-    q1,
-    k1,
-    v1,
-    x1,
-    w1,
-    bias1,
-    mean1,
-    rstd1,
-    dout1,
-    dq1,
-    dk1,
-    dv1,
-    dx1,
-    dw1,
-    dbias1,
-    L1,
-    s1_b,
-    s1_l,
-    s1_h,
-    s1_d,
-    sx1_b,
-    sx1_l,
-    H,
-    D_HEAD,
-    sqrt_d,
-    BLOCK_L: tl.constexpr,
+    q_ptr,  # [B, L, H, d] q, k, v (qkv dtype), one layout: strides s_b, s_l, s_h, s_d
+    k_ptr,
+    v_ptr,
+    x_ptr,  # [B, L, H*d] (x dtype), strides sx_b, sx_l, 1
+    w_ptr,  # [H*d] fp32 LayerNorm weight, contiguous
+    bias_ptr,  # [H*d] fp32 LayerNorm bias, contiguous
+    mean_ptr,  # [B, L] fp32, contiguous: from the forward
+    rstd_ptr,  # [B, L] fp32, contiguous: from the forward
+    dout_ptr,  # [B, L, H*d] (x dtype), contiguous: d loss / d out
+    dq_ptr,  # [B, L, H, d] (qkv dtype), contiguous: d loss / d q, likewise dk, dv
+    dk_ptr,
+    dv_ptr,
+    dx_ptr,  # [B, L, H*d] (x dtype), contiguous
+    dw_ptr,  # [B, H*d] fp32, contiguous: per batch item partial sums of d loss / d weight
+    dbias_ptr,  # [B, H*d] fp32, contiguous: likewise for the bias
+    s_b,
+    s_l,
+    s_h,
+    s_d,
+    sx_b,
+    sx_l,
+    L,  # instances, <= BLOCK_L
+    H,  # heads
+    D_HEAD,  # head dim d, <= BLOCK_D
+    sqrt_d,  # fp32 sqrt(d)
+    BLOCK_L: tl.constexpr,  # as in the forward
     BLOCK_D: tl.constexpr,
-    PRECISION0: tl.constexpr,
-    PRECISION1: tl.constexpr,
-    TWO_STREAMS: tl.constexpr,
+    PRECISION: tl.constexpr,
     EMULATE_RTNE: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if TWO_STREAMS:
-        if pid < B0:
-            _bwd_stream(
-                pid,
-                q0,
-                k0,
-                v0,
-                x0,
-                w0,
-                bias0,
-                mean0,
-                rstd0,
-                dout0,
-                dq0,
-                dk0,
-                dv0,
-                dx0,
-                dw0,
-                dbias0,
-                s0_b,
-                s0_l,
-                s0_h,
-                s0_d,
-                sx0_b,
-                sx0_l,
-                L0,
-                H,
-                D_HEAD,
-                sqrt_d,
-                BLOCK_L,
-                BLOCK_D,
-                PRECISION0,
-                EMULATE_RTNE,
-            )
-        else:
-            _bwd_stream(
-                pid - B0,
-                q1,
-                k1,
-                v1,
-                x1,
-                w1,
-                bias1,
-                mean1,
-                rstd1,
-                dout1,
-                dq1,
-                dk1,
-                dv1,
-                dx1,
-                dw1,
-                dbias1,
-                s1_b,
-                s1_l,
-                s1_h,
-                s1_d,
-                sx1_b,
-                sx1_l,
-                L1,
-                H,
-                D_HEAD,
-                sqrt_d,
-                BLOCK_L,
-                BLOCK_D,
-                PRECISION1,
-                EMULATE_RTNE,
-            )
-    else:
-        _bwd_stream(
-            pid,
-            q0,
-            k0,
-            v0,
-            x0,
-            w0,
-            bias0,
-            mean0,
-            rstd0,
-            dout0,
-            dq0,
-            dk0,
-            dv0,
-            dx0,
-            dw0,
-            dbias0,
-            s0_b,
-            s0_l,
-            s0_h,
-            s0_d,
-            sx0_b,
-            sx0_l,
-            L0,
-            H,
-            D_HEAD,
-            sqrt_d,
-            BLOCK_L,
-            BLOCK_D,
-            PRECISION0,
-            EMULATE_RTNE,
+    b = tl.program_id(0).to(tl.int64)  # grid (B,): one batch item per program
+    rows = tl.arange(0, BLOCK_L)
+    cols = tl.arange(0, BLOCK_D)
+    row_ok = rows < L
+    mask = row_ok[:, None] & (cols[None, :] < D_HEAD)
+    offs = _tile_offsets(s_l, s_d, BLOCK_L, BLOCK_D)
+    width = H * D_HEAD
+    x_offs = b * sx_b + _tile_offsets(sx_l, 1, BLOCK_L, BLOCK_D)
+    g_offs = b * L * width + _tile_offsets(width, 1, BLOCK_L, BLOCK_D)  # dout, dx, dq, dk, dv
+    mean = tl.load(mean_ptr + b * L + rows, mask=row_ok, other=0.0)
+    rstd = tl.load(rstd_ptr + b * L + rows, mask=row_ok, other=0.0)
+
+    # Pass A: dx, the LayerNorm affine partial sums, and the two per-instance sums the LayerNorm backward
+    # needs over all heads: sum(dn) and sum(dn * n), where dn = d loss / d n.
+    sum_dn = tl.zeros([BLOCK_L], dtype=tl.float32)
+    sum_dn_n = tl.zeros([BLOCK_L], dtype=tl.float32)
+    head = b * s_b
+    col0 = b * 0  # int64 column of the head's first element
+    for _ in range(H):
+        o = _head_attention(
+            q_ptr + head, k_ptr + head, v_ptr + head, offs, mask, L, sqrt_d, BLOCK_L, PRECISION
+        )[4]
+        n, w, gate = _gate(o, mean, rstd, w_ptr, bias_ptr, col0, D_HEAD, BLOCK_D)
+        x = tl.load(x_ptr + x_offs + col0, mask=mask, other=0.0).to(tl.float32)
+        dout = tl.load(dout_ptr + g_offs + col0, mask=mask, other=0.0).to(tl.float32)
+        tl.store(
+            dx_ptr + g_offs + col0, round_to(dout * gate, dx_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask
         )
+        dy = dout * x * gate * (1.0 - gate)  # through the sigmoid; zero where padded since dout is
+        tl.store(dw_ptr + b * width + col0 + cols, tl.sum(dy * n, axis=0), mask=cols < D_HEAD)
+        tl.store(dbias_ptr + b * width + col0 + cols, tl.sum(dy, axis=0), mask=cols < D_HEAD)
+        sum_dn += tl.sum(dy * w[None, :], axis=1)
+        sum_dn_n += tl.sum(dy * w[None, :] * n, axis=1)
+        head += s_h
+        col0 += D_HEAD
+    mean_dn = sum_dn / width
+    mean_dn_n = sum_dn_n / width
+
+    # Pass B: through the LayerNorm into each head's output, then the attention backward.
+    head = b * s_b
+    col0 = b * 0
+    for _ in range(H):
+        q, k, v, p, o = _head_attention(
+            q_ptr + head, k_ptr + head, v_ptr + head, offs, mask, L, sqrt_d, BLOCK_L, PRECISION
+        )
+        n, w, gate = _gate(o, mean, rstd, w_ptr, bias_ptr, col0, D_HEAD, BLOCK_D)
+        x = tl.load(x_ptr + x_offs + col0, mask=mask, other=0.0).to(tl.float32)
+        dout = tl.load(dout_ptr + g_offs + col0, mask=mask, other=0.0).to(tl.float32)
+        dn = dout * x * gate * (1.0 - gate) * w[None, :]
+        do = tl.where(mask, rstd[:, None] * (dn - mean_dn[:, None] - n * mean_dn_n[:, None]), 0.0)
+        dv = tl.dot(tl.trans(p), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        # zero on padded rows (do = 0) and padded keys (p = 0)
+        ds = p * (dp - tl.sum(p * dp, axis=1)[:, None]) / sqrt_d
+        dq = tl.dot(ds, k, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(ds), q, input_precision=PRECISION)
+        tl.store(dq_ptr + g_offs + col0, round_to(dq, dq_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
+        tl.store(dk_ptr + g_offs + col0, round_to(dk, dk_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
+        tl.store(dv_ptr + g_offs + col0, round_to(dv, dv_ptr.dtype.element_ty, EMULATE_RTNE), mask=mask)
+        head += s_h
+        col0 += D_HEAD
 
 
 # ----------------------------------------------------------------------------------------------- host side
 
 
-# Decided when the kernels were decorated (TRITON_INTERPRET at import), not at launch.
-_INTERPRETED = not isinstance(_gate_fwd_kernel, triton.runtime.JITFunction)
+@dataclass(frozen=True)
+class GateConfig:
+    """What a launch compiles for: the dtypes and the tile sizes (grid and scalars aside)."""
+
+    qkv_dtype: torch.dtype
+    x_dtype: torch.dtype
+    block_l: int
+    block_d: int
+
+    @property
+    def num_warps(self) -> int:
+        return 8 if self.block_d >= 128 else 4
+
+    def constexprs(self) -> dict:
+        return {
+            "BLOCK_L": self.block_l,
+            "BLOCK_D": self.block_d,
+            "PRECISION": "ieee" if self.qkv_dtype == torch.float32 else "tf32",
+            "EMULATE_RTNE": _launch.INTERPRETED,
+        }
+
+    def __str__(self) -> str:
+        dtypes = f"qkv {_launch.dtype_name(self.qkv_dtype)} x {_launch.dtype_name(self.x_dtype)}"
+        return f"{dtypes} BLOCK_L {self.block_l} BLOCK_D {self.block_d}"
+
+
+def launch_config(length: int, head_dim: int, qkv_dtype: torch.dtype, x_dtype: torch.dtype) -> GateConfig:
+    """The configuration the host launches for L = length instances of head dim d."""
+    block_l = max(16, triton.next_power_of_2(length))  # tl.dot needs at least 16 rows
+    return GateConfig(qkv_dtype, x_dtype, block_l, max(16, triton.next_power_of_2(head_dim)))
+
+
+def configurations() -> list[GateConfig]:
+    """Every configuration launch_config gives for inputs kernel_problem accepts."""
+    found = {
+        launch_config(length, head_dim, qkv, x)
+        for length in range(1, GATE_MAX_INSTANCES + 1)
+        for head_dim in range(1, GATE_MAX_HEAD_DIM + 1)
+        for qkv in GATE_DTYPES
+        for x in GATE_DTYPES
+    }
+    return sorted(found, key=lambda c: (str(c.qkv_dtype), str(c.x_dtype), c.block_l, c.block_d))
 
 
 class _Stream:
-    """One stream's checked tensors and strides. q, k, v must share one layout (true for the unbind views of
-    a [B, L, 3, H, d] projection and for contiguous tensors); otherwise they are made contiguous."""
+    """One stream's checked tensors. q, k, v must share one layout (true for the unbind views of a
+    [B, L, 3, H, d] projection and for contiguous tensors); otherwise they are made contiguous."""
 
     def __init__(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: float):
-        check_inputs(q, k, v, x, weight, bias)
+        problem = kernel_problem(q, k, v, x, weight, bias)
+        if problem:
+            raise ValueError(f"attention gate kernel: {problem}")
         if not (q.stride() == k.stride() == v.stride()):
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        if x.stride(-1) != 1:
-            x = x.contiguous()
-        self.q, self.k, self.v, self.x = q, k, v, x
-        self.weight, self.bias, self.eps = weight.contiguous(), bias.contiguous(), float(eps)
+        self.q, self.k, self.v = q, k, v
+        self.x = x if x.stride(-1) == 1 else x.contiguous()
+        self.weight, self.bias, self.eps = weight.float().contiguous(), bias.float().contiguous(), float(eps)
         self.batch, self.length, self.heads, self.head_dim = q.shape
+        self.config = launch_config(self.length, self.head_dim, q.dtype, x.dtype)
 
-    @property
-    def precision(self) -> str:
-        return "ieee" if self.q.dtype == torch.float32 else "tf32"
-
-    def strides(self) -> tuple[int, ...]:
-        return (*self.q.stride(), self.x.stride(0), self.x.stride(1))
-
-
-def check_inputs(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> None:
-    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(
-            f"q, k, v must share one shape [B, L, H, d], got {tuple(q.shape)}, {tuple(k.shape)}, "
-            f"{tuple(v.shape)}"
-        )
-    b, l, h, d = q.shape
-    if x.shape != (b, l, h * d) or weight.shape != (h * d,) or bias.shape != (h * d,):
-        raise ValueError(
-            f"x must be [B, L, H*d] = {(b, l, h * d)} and weight, bias [{h * d}]; got "
-            f"{tuple(x.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}"
-        )
-    if (
-        not (q.dtype == k.dtype == v.dtype)
-        or q.dtype not in SUPPORTED_DTYPES
-        or x.dtype not in SUPPORTED_DTYPES
-    ):
-        raise ValueError(
-            f"the attention gate kernel takes float32 or bfloat16 q, k, v (one dtype) and x; got "
-            f"{q.dtype}, {k.dtype}, {v.dtype}, {x.dtype}"
-        )
-    if d > MAX_HEAD_DIM or l > 64:
-        raise ValueError(
-            f"the attention gate kernel holds L <= 64 instances and head dim <= {MAX_HEAD_DIM}; "
-            f"got L={l}, d={d}"
-        )
-    devices = {t.device for t in (q, k, v, x, weight, bias)}
-    if len(devices) != 1:
-        raise ValueError(f"all attention gate inputs must be on one device, got {sorted(map(str, devices))}")
+    def scalars(self) -> tuple:
+        """The strides and sizes both kernels take after their tensors."""
+        shape = (self.length, self.heads, self.head_dim, math.sqrt(self.head_dim))
+        return (*self.q.stride(), *self.x.stride()[:2], *shape)
 
 
-def _launch_config(streams: list[_Stream]) -> dict:
-    heads, head_dim = streams[0].heads, streams[0].head_dim
-    if any((s.heads, s.head_dim) != (heads, head_dim) for s in streams):
-        raise ValueError(
-            "both streams of one launch must share the head count and head dim, got "
-            + ", ".join(f"H={s.heads} d={s.head_dim}" for s in streams)
-        )
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    return {
-        "H": heads,
-        "D_HEAD": head_dim,
-        "sqrt_d": math.sqrt(head_dim),
-        "BLOCK_L": max(16, triton.next_power_of_2(max(s.length for s in streams))),  # tl.dot needs >= 16
-        "BLOCK_D": block_d,
-        "PRECISION0": streams[0].precision,
-        "PRECISION1": streams[-1].precision,
-        "TWO_STREAMS": len(streams) == 2,
-        "EMULATE_RTNE": _INTERPRETED,
-        "num_warps": 8 if block_d >= 128 else 4,
-    }
+def _fwd_job(s: _Stream, stages: int, out, mean, rstd) -> _launch.Launch:
+    args = (s.q, s.k, s.v, s.x, s.weight, s.bias, out, mean, rstd, *s.scalars(), s.eps)
+    cfg = s.config
+    return _launch.Launch("gate_fwd", _gate_fwd_kernel, args, cfg.constexprs(), cfg.num_warps, stages)
 
 
-def _two(items: list) -> list:
-    return items if len(items) == 2 else items * 2
+def _bwd_job(s: _Stream, stages: int, mean, rstd, dout, dq, dk, dv, dx, dw, dbias) -> _launch.Launch:
+    args = (s.q, s.k, s.v, s.x, s.weight, s.bias, mean, rstd, dout, dq, dk, dv, dx, dw, dbias, *s.scalars())
+    cfg = s.config
+    return _launch.Launch("gate_bwd", _gate_bwd_kernel, args, cfg.constexprs(), cfg.num_warps, stages)
 
 
-def gate_forward(streams: list[_Stream]) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """One launch over one or two streams; per stream (out, mean, rstd)."""
-    results = []
-    for s in streams:
-        out = _empty(s.x.shape, s.x.dtype, s.x.device)
-        stats = _empty((2, s.batch, s.length), torch.float32, s.x.device)
-        results.append((out, stats[0], stats[1]))
-    # A one-stream launch passes stream 0 again in stream 1's slots; TWO_STREAMS=False never reads them.
-    args = []
-    for i, (s, (out, mean, rstd)) in enumerate(_two(list(zip(streams, results)))):
-        args += [s.q, s.k, s.v, s.x, s.weight, s.bias, out, mean, rstd]
-        args += ([s.batch] if i == 0 else []) + [s.length, *s.strides(), s.eps]
-    grid = (sum(s.batch for s in streams),)
-    if grid[0]:
-        _gate_fwd_kernel[grid](*args, **_launch_config(streams))
-    return results
+_ANY_EPS = 0.5  # compiling only: eps is a run-time fp32 argument, its value changes nothing
 
 
-def gate_backward(
-    streams: list[_Stream], saved: list[tuple[Tensor, Tensor]], grads: list[Tensor]
-) -> list[tuple[Tensor, ...]]:
-    """One launch over one or two streams; per stream (dq, dk, dv, dx, dweight, dbias)."""
-    results, args = [], []
-    for s in streams:
-        shape = s.q.shape
-        dq, dk, dv = (_empty(shape, s.q.dtype, s.q.device) for _ in range(3))
-        dx = _empty(s.x.shape, s.x.dtype, s.x.device)
-        # One row of LayerNorm affine partial sums per batch item, reduced below: deterministic, no atomics.
-        partial = _empty((2, s.batch, shape[2] * shape[3]), torch.float32, s.q.device)
-        results.append((dq, dk, dv, dx, partial))
-    for i, (s, (mean, rstd), dout, (dq, dk, dv, dx, partial)) in enumerate(
-        _two(list(zip(streams, saved, grads, results)))
-    ):
-        args += [
-            s.q,
-            s.k,
-            s.v,
-            s.x,
-            s.weight,
-            s.bias,
-            mean,
-            rstd,
-            dout,
-            dq,
-            dk,
-            dv,
-            dx,
-            partial[0],
-            partial[1],
-        ]
-        args += ([s.batch] if i == 0 else []) + [s.length, *s.strides()]
-    grid = (sum(s.batch for s in streams),)
-    if grid[0]:
-        _gate_bwd_kernel[grid](*args, **_launch_config(streams))
-    out = []
-    for s, (dq, dk, dv, dx, partial) in zip(streams, results):
-        sums = partial.sum(dim=1)
-        out.append((dq, dk, dv, dx, sums[0].to(s.weight.dtype), sums[1].to(s.bias.dtype)))
-    return out
+def _compile_jobs(s: _Stream, stages: int) -> list[_launch.Launch]:
+    """Both launches of a stream, with dtypes standing in for the buffers only a launch allocates."""
+    f32, qd, xd = torch.float32, s.q.dtype, s.x.dtype
+    return [
+        _fwd_job(s, stages, xd, f32, f32),
+        _bwd_job(s, stages, f32, f32, xd, qd, qd, qd, xd, f32, f32),
+    ]
+
+
+def pipelining(
+    q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor
+) -> tuple[int | None, str]:
+    """(num_stages, "") where both kernels fit the device's shared memory for these inputs, else (None, why).
+    The first call of a configuration on a CUDA device compiles both kernels (see kernels/_launch.py)."""
+    config = launch_config(q.shape[1], q.shape[3], q.dtype, x.dtype)
+    return _launch.fitting_stages(
+        config, q.device, lambda stages: _compile_jobs(_Stream(q, k, v, x, weight, bias, _ANY_EPS), stages)
+    )
+
+
+def example_jobs(config: GateConfig, stages: int) -> list[_launch.Launch]:
+    """The launches of a small stream of this configuration, on the meta device (for compiling only)."""
+    q, k, v = (
+        torch.empty(2, config.block_l, 2, config.block_d, dtype=config.qkv_dtype, device="meta")
+        for _ in "qkv"
+    )
+    x = torch.empty(2, config.block_l, 2 * config.block_d, dtype=config.x_dtype, device="meta")
+    weight = torch.empty(2 * config.block_d, device="meta")
+    return _compile_jobs(_Stream(q, k, v, x, weight, weight, _ANY_EPS), stages)
+
+
+def gate_forward(s: _Stream, stages: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One launch: (out, mean, rstd)."""
+    out = _launch.empty(s.x.shape, s.x.dtype, s.x.device)
+    mean, rstd = _launch.empty((2, s.batch, s.length), torch.float32, s.x.device)
+    if s.batch:
+        _launch.launch(_fwd_job(s, stages, out, mean, rstd), (s.batch,), s.x.device)
+    return out, mean, rstd
+
+
+def gate_backward(s: _Stream, stages: int, mean: Tensor, rstd: Tensor, dout: Tensor) -> tuple[Tensor, ...]:
+    """One launch: (dq, dk, dv, dx, dweight, dbias)."""
+    dq, dk, dv = _launch.empty((3, *s.q.shape), s.q.dtype, s.q.device)
+    dx = _launch.empty(s.x.shape, s.x.dtype, s.x.device)
+    # One row of LayerNorm affine partial sums per batch item, reduced below: deterministic, no atomics.
+    dw, dbias = _launch.empty((2, s.batch, s.heads * s.head_dim), torch.float32, s.q.device)
+    if s.batch:
+        job = _bwd_job(s, stages, mean, rstd, dout, dq, dk, dv, dx, dw, dbias)
+        _launch.launch(job, (s.batch,), s.q.device)
+    return dq, dk, dv, dx, dw.sum(dim=0), dbias.sum(dim=0)
 
 
 class AttentionGateFunction(torch.autograd.Function):
@@ -782,37 +410,17 @@ class AttentionGateFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, x, weight, bias, eps):
         stream = _Stream(q, k, v, x, weight, bias, eps)
-        ((out, mean, rstd),) = gate_forward([stream])
-        ctx.save_for_backward(stream.q, stream.k, stream.v, stream.x, stream.weight, stream.bias, mean, rstd)
-        ctx.eps = stream.eps
+        stages, why = pipelining(q, k, v, x, weight, bias)
+        if stages is None:
+            raise RuntimeError(f"the attention gate kernel cannot run on {q.device}: {why}")
+        out, mean, rstd = gate_forward(stream, stages)
+        ctx.save_for_backward(stream.q, stream.k, stream.v, stream.x, weight, bias, mean, rstd)
+        ctx.eps, ctx.stages = stream.eps, stages
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, x, weight, bias, mean, rstd = ctx.saved_tensors
         stream = _Stream(q, k, v, x, weight, bias, ctx.eps)
-        ((dq, dk, dv, dx, dw, db),) = gate_backward([stream], [(mean, rstd)], [dout.contiguous()])
-        return dq, dk, dv, dx, dw, db, None
-
-
-class DualAttentionGateFunction(torch.autograd.Function):
-    """Two independent streams in one launch each way: 12 tensors (q, k, v, x, weight, bias per stream) and
-    two eps -> (out0, out1)."""
-
-    @staticmethod
-    def forward(ctx, q0, k0, v0, x0, w0, b0, q1, k1, v1, x1, w1, b1, eps0, eps1):
-        streams = [_Stream(q0, k0, v0, x0, w0, b0, eps0), _Stream(q1, k1, v1, x1, w1, b1, eps1)]
-        (out0, mean0, rstd0), (out1, mean1, rstd1) = gate_forward(streams)
-        ctx.save_for_backward(
-            *(t for s in streams for t in (s.q, s.k, s.v, s.x, s.weight, s.bias)), mean0, rstd0, mean1, rstd1
-        )
-        ctx.eps = (streams[0].eps, streams[1].eps)
-        return out0, out1
-
-    @staticmethod
-    def backward(ctx, dout0, dout1):
-        saved = ctx.saved_tensors
-        streams = [_Stream(*saved[0:6], ctx.eps[0]), _Stream(*saved[6:12], ctx.eps[1])]
-        stats = [(saved[12], saved[13]), (saved[14], saved[15])]
-        grads = gate_backward(streams, stats, [dout0.contiguous(), dout1.contiguous()])
-        return (*grads[0], *grads[1], None, None)
+        dq, dk, dv, dx, dw, db = gate_backward(stream, ctx.stages, mean, rstd, dout.contiguous())
+        return dq, dk, dv, dx, dw.to(weight.dtype), db.to(bias.dtype), None

@@ -99,7 +99,7 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
     # placeholders that A and the majority do not depend on.
     zero = torch.zeros(1, dtype=torch.long)
     stats = agreement_reference(clip_logits, zero, zero, torch.full((1, 2), float("nan")),
-                                agreement_params(model.config.robust), warm=False, update_memory=False)
+                                agreement_params(model.config.robust), warm=False)
     result = {
         "video": str(path),
         "duration_s": info.duration,

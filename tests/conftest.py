@@ -8,10 +8,10 @@ model tests' time), and the kernel tests turn it on for themselves with the `int
 Tests marked `cuda` are skipped, not failed, without a GPU.
 """
 
-import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,22 +70,38 @@ def tiny_config(tiny_root):
 
 
 class _Counting:
-    """Stands in for a Triton kernel: `kernel[grid](...)` launches the real one and counts the launch."""
+    """Stands in for a Triton kernel: `kernel[grid](...)` launches the real one, counts the launch and keeps
+    its keyword arguments (constexprs and compile options); anything else (warmup) goes to the real kernel."""
 
     def __init__(self, kernel, key, counts):
         self.kernel, self.key, self.counts = kernel, key, counts
 
     def __getitem__(self, grid):
-        self.counts[self.key] += 1
-        return self.kernel[grid]
+        def launch(*args, **kwargs):
+            self.counts[self.key] += 1
+            self.counts.options[self.key].append(kwargs)
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
+class LaunchCounts(dict):
+    """Launches per key (compares equal to a plain dict); `.options[key]` the keyword arguments of each."""
+
+    def __init__(self, keys):
+        super().__init__({key: 0 for key in keys})
+        self.options = {key: [] for key in keys}
 
 
 @pytest.fixture
 def count_launches(monkeypatch):
-    """count_launches({key: (module, kernel name)}) -> a dict of each kernel's launch count, by key."""
+    """count_launches({key: (module, kernel name)}) -> LaunchCounts: each kernel's launches, by key."""
 
     def wrap(kernels):
-        counts = {key: 0 for key in kernels}
+        counts = LaunchCounts(kernels)
         for key, (module, name) in kernels.items():
             monkeypatch.setattr(module, name, _Counting(getattr(module, name), key, counts))
         return counts
@@ -100,45 +116,29 @@ def interpret(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-_AOT_SCRIPT = """
-import importlib, json, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-for job in json.loads(sys.argv[1]):
-    kernel = getattr(importlib.import_module(job["module"]), job["kernel"])
-    sig = {n: "constexpr" if n in job["constexprs"] else job["signature"].get(n, "i32") for n in kernel.arg_names}
-    src = ASTSource(fn=kernel, signature=sig, constexprs=job["constexprs"])
-    compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32), options={"num_warps": job["warps"]})
-    assert compiled.asm.get("cubin"), f"no cubin for {job['kernel']}"
-"""
+_COMPILE_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "compile_kernels.py"
 
 
 @pytest.fixture
-def compile_for_gpu():
-    """Compiles a Triton kernel ahead of time for a GPU architecture (sm_90 = H100) without a GPU, in a fresh
-    process (the suite's process decorated triton's own jit functions for the interpreter). The interpreter
-    accepts programs the GPU compiler rejects (tl.dot shapes, types); this catches them on a CPU machine.
-    Each job: dict(module=, kernel=, signature=, constexprs=, warps=, arch=); signature maps argument names to
-    Triton types ("*bf16", "fp32"; default "i32"). One process for all jobs (starting one costs seconds)."""
+def compile_kernels():
+    """Runs .ci/compile_kernels.py (every configuration of RDFER's own shapes, compiled ahead of time for a
+    GPU architecture without a GPU, checked against its shared memory) with the given arguments, in a fresh
+    process: the suite's process decorated the kernels for the interpreter, which accepts programs the GPU
+    compiler rejects (tl.dot shapes, types). Returns the script's output; a failure fails the test."""
 
-    def compile_kernels(jobs):
+    def run(*args: str) -> str:
         pytest.importorskip("triton.compiler")
-        env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
-        run = subprocess.run(
-            [sys.executable, "-c", _AOT_SCRIPT, json.dumps(jobs)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if run.returncode:
-            if "ImportError" in run.stderr and ("ASTSource" in run.stderr or "GPUTarget" in run.stderr):
+        env = {**os.environ, "TRITON_INTERPRET": "0"}
+        cmd = [sys.executable, str(_COMPILE_SCRIPT), "--rdfer-shapes", *args]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode:
+            if "ImportError" in done.stderr and ("ASTSource" in done.stderr or "GPUTarget" in done.stderr):
                 pytest.skip("this triton has no ahead-of-time compile API")
-            pytest.fail(f"a kernel did not compile for its GPU:\n{run.stderr[-4000:]}")
+            output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            pytest.fail(f"compile_kernels.py {' '.join(args)} failed:\n{output}")
+        return done.stdout
 
-    return compile_kernels
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,10 @@
 """The Triton attention gate (kernels/attention_gate.py) against its twin (rdfer.ops.attention_gate).
 
 On CPU the kernels run under the Triton interpreter (tests/conftest.py), so shapes stay small here; the
-`cuda` tests repeat the comparisons at the paper's shapes. Tolerance, flash-attention style: the kernel's
-error against a float64 evaluation of the twin's formula must be at most twice the same-precision twin's
-error, plus a small floor.
+`cuda` tests repeat the comparisons at the paper's shapes. Every comparison goes through the op under
+RDFER_KERNELS=fast and counts the launches, so a dispatch change cannot turn it into twin against twin.
+Tolerance, flash-attention style: the kernel's error against a float64 evaluation of the twin's formula must
+be at most twice the same-precision twin's error, plus a small floor.
 """
 
 from __future__ import annotations
@@ -16,31 +17,37 @@ import torch.nn.functional as F
 
 triton = pytest.importorskip("triton")
 
-from rdfer.kernels import attention_gate as kernel_module
+from rdfer.kernels import _launch  # noqa: E402
+from rdfer.kernels import attention_gate as kernel_module  # noqa: E402
 
-from rdfer.ops.attention_gate import attention_gate, attention_gate_reference, dual_attention_gate
+from rdfer.ops.attention_gate import attention_gate, attention_gate_reference  # noqa: E402
+from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("interpret")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("q", "k", "v", "x", "weight", "bias")
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-3}
+KERNELS = {"fwd": (kernel_module, "_gate_fwd_kernel"), "bwd": (kernel_module, "_gate_bwd_kernel")}
 
 
-def make_inputs(b, l, h, d, dtype, device=DEVICE, seed=0, x_dtype=None):
+def make_inputs(b, n, h, d, dtype, device=DEVICE, seed=0, x_dtype=None):
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, l, h, d, generator=g) for _ in range(3))
-    x = torch.randn(b, l, h * d, generator=g)
+    q, k, v = (torch.randn(b, n, h, d, generator=g) for _ in range(3))
+    x = torch.randn(b, n, h * d, generator=g)
     weight = 1 + 0.2 * torch.randn(h * d, generator=g)
     bias = 0.2 * torch.randn(h * d, generator=g)
     cast = [dtype] * 3 + [x_dtype or dtype, torch.float32, torch.float32]
-    return [t.to(device=device, dtype=c).requires_grad_() for t, c in zip((q, k, v, x, weight, bias), cast)]
+    return [
+        t.to(device=device, dtype=c).requires_grad_()
+        for t, c in zip((q, k, v, x, weight, bias), cast, strict=True)
+    ]
 
 
 def gate_float64(q, k, v, x, weight, bias, eps=1e-5):
     """The twin's formula in float64 (the twin itself computes in float32 whatever its input dtype)."""
-    b, l, h, d = q.shape
+    b, n, h, d = q.shape
     attn = (torch.einsum("blhd,bmhd->bhlm", q, k) / math.sqrt(d)).softmax(-1)
-    heads = torch.einsum("bhlm,bmhd->blhd", attn, v).reshape(b, l, h * d)
+    heads = torch.einsum("bhlm,bmhd->blhd", attn, v).reshape(b, n, h * d)
     return x * torch.sigmoid(F.layer_norm(heads, (h * d,), weight, bias, eps))
 
 
@@ -58,73 +65,61 @@ def assert_flash_rule(name, got, twin, exact, floor):
     assert err <= 2 * base + floor, f"{name}: kernel error {err:.3g} > 2 x twin error {base:.3g} + {floor:g}"
 
 
-def check_against_twin(inputs, fn=None):
-    fn = fn or kernel_module.AttentionGateFunction.apply
+def check_against_twin(inputs, monkeypatch, count_launches):
+    """The op under RDFER_KERNELS=fast (one launch each way) against the twin and a float64 evaluation."""
+    monkeypatch.setenv("RDFER_KERNELS", "fast")
+    counts = count_launches(KERNELS)
     dtype = inputs[0].dtype
     grad_out = torch.randn(inputs[3].shape, generator=torch.Generator().manual_seed(1)).to(inputs[3].device)
-    out, grads = run(lambda *t: fn(*t, 1e-5), inputs, grad_out)
+    out, grads = run(attention_gate, inputs, grad_out)
+    assert counts == {"fwd": 1, "bwd": 1}
     twin_out, twin_grads = run(attention_gate_reference, inputs, grad_out)
     exact_out, exact_grads = run(gate_float64, [t.detach().double() for t in inputs], grad_out)
     assert out.dtype == twin_out.dtype and out.shape == twin_out.shape
     assert_flash_rule("out", out, twin_out, exact_out, FLOOR[dtype])
-    for name, g, tg, eg in zip(NAMES, grads, twin_grads, exact_grads):
+    for name, g, tg, eg in zip(NAMES, grads, twin_grads, exact_grads, strict=True):
         assert g.dtype == tg.dtype and g.shape == tg.shape, name
         assert_flash_rule(f"d{name}", g, tg, eg, FLOOR[dtype] * max(1.0, eg.abs().max().item()))
 
 
 @pytest.mark.parametrize(
-    ("b", "l", "h", "d"),
+    ("b", "n", "h", "d"),
     [
         (2, 16, 2, 32),  # the synopsis stream's length
         (1, 4, 3, 64),  # B=1, the detail stream's length
-        (2, 5, 1, 128),  # odd L, the paper's head dim
+        (2, 5, 1, 128),  # odd L, one head, the paper's head dim
         (3, 1, 2, 32),  # one instance
         (1, 7, 2, 24),  # a head dim that is not a power of two
+        (1, 33, 2, 16),  # past one 32-row tile
     ],
 )
-def test_fp32_matches_twin(b, l, h, d):
-    check_against_twin(make_inputs(b, l, h, d, torch.float32))
+def test_fp32_matches_twin(b, n, h, d, monkeypatch, count_launches):
+    check_against_twin(make_inputs(b, n, h, d, torch.float32), monkeypatch, count_launches)
 
 
-@pytest.mark.parametrize(("b", "l", "h", "d"), [(2, 16, 2, 64), (3, 4, 2, 32)])
-def test_bf16_matches_twin_within_flash_rule(b, l, h, d):
-    check_against_twin(make_inputs(b, l, h, d, torch.bfloat16))
+@pytest.mark.parametrize(("b", "n", "h", "d"), [(2, 16, 2, 64), (3, 4, 2, 32), (1, 3, 2, 20)])
+def test_bf16_matches_twin_within_flash_rule(b, n, h, d, monkeypatch, count_launches):
+    check_against_twin(make_inputs(b, n, h, d, torch.bfloat16), monkeypatch, count_launches)
 
 
-def test_strided_qkv_views_and_mixed_x_dtype():
+def test_strided_qkv_views_and_mixed_x_dtype(monkeypatch, count_launches):
     """The model's q, k, v are unbind views of one [B, L, 3, H, d] projection, and x may keep float32."""
-    b, l, h, d = 2, 16, 2, 32
-    x, weight, bias = make_inputs(b, l, h, d, torch.float32)[3:]
-    proj = torch.randn(b, l, 3 * h * d, device=DEVICE).to(torch.bfloat16)
-    q, k, v = proj.view(b, l, 3, h, d).unbind(2)
+    b, n, h, d = 2, 16, 2, 32
+    x, weight, bias = make_inputs(b, n, h, d, torch.float32)[3:]
+    proj = torch.randn(b, n, 3 * h * d, device=DEVICE).to(torch.bfloat16)
+    q, k, v = proj.view(b, n, 3, h, d).unbind(2)
     assert not q.is_contiguous()
-    check_against_twin([q, k, v, x, weight, bias])
+    check_against_twin([q, k, v, x, weight, bias], monkeypatch, count_launches)
 
 
-def test_dual_streams_in_one_launch_match_two_twin_calls(count_launches):
-    syn = make_inputs(2, 16, 2, 32, torch.float32, seed=2)
-    det = make_inputs(3, 4, 2, 32, torch.float32, seed=3)  # another batch size too: tiles are per item
-    counts = count_launches({"fwd": (kernel_module, "_gate_fwd_kernel"),
-                             "bwd": (kernel_module, "_gate_bwd_kernel")})
-    out_syn, out_det = dual_attention_gate(syn, det)
-    (out_syn.sum() + (out_det * out_det).sum()).backward()
-    assert counts == {"fwd": 1, "bwd": 1}
-    ref = [[t.detach().clone().requires_grad_() for t in stream] for stream in (syn, det)]
-    ref_syn, ref_det = attention_gate_reference(*ref[0]), attention_gate_reference(*ref[1])
-    (ref_syn.sum() + (ref_det * ref_det).sum()).backward()
-    torch.testing.assert_close(out_syn, ref_syn, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out_det, ref_det, rtol=1e-5, atol=1e-5)
-    for stream, ref_stream in zip((syn, det), ref):
-        for name, t, r in zip(NAMES, stream, ref_stream):
-            torch.testing.assert_close(t.grad, r.grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_dual_kernel_holds_the_flash_rule_per_stream():
-    syn = make_inputs(1, 16, 2, 32, torch.bfloat16, seed=4)
-    det = make_inputs(2, 4, 2, 32, torch.bfloat16, seed=5)
-    fn = kernel_module.DualAttentionGateFunction.apply
-    check_against_twin(syn, lambda *t: fn(*t[:6], *[s.detach() for s in det], t[6], 1e-5)[0])
-    check_against_twin(det, lambda *t: fn(*[s.detach() for s in syn], *t[:6], 1e-5, t[6])[1])
+def test_bf16_x_with_fp32_qkv_and_a_half_precision_layer_norm(monkeypatch, count_launches):
+    inputs = make_inputs(2, 4, 2, 16, torch.float32, x_dtype=torch.bfloat16, seed=3)
+    check_against_twin(inputs, monkeypatch, count_launches)
+    leaves = [t.detach().requires_grad_() for t in inputs[:4]]
+    weight, bias = (t.detach().bfloat16().requires_grad_() for t in inputs[4:])
+    monkeypatch.setenv("RDFER_KERNELS", "fast")
+    attention_gate(*leaves, weight, bias).sum().backward()
+    assert weight.grad.dtype == bias.grad.dtype == torch.bfloat16  # gradients in the parameters' dtype
 
 
 def test_every_output_element_is_written(monkeypatch):
@@ -133,7 +128,7 @@ def test_every_output_element_is_written(monkeypatch):
     def poisoned(shape, dtype, device):
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
-    monkeypatch.setattr(kernel_module, "_empty", poisoned)
+    monkeypatch.setattr(_launch, "empty", poisoned)
     inputs = make_inputs(2, 5, 2, 24, torch.float32, seed=6)  # padding in L and in d
     out, grads = run(
         lambda *t: kernel_module.AttentionGateFunction.apply(*t, 1e-5),
@@ -141,14 +136,13 @@ def test_every_output_element_is_written(monkeypatch):
         torch.ones(2, 5, 48, device=DEVICE),
     )
     assert torch.isfinite(out).all()
-    for name, g in zip(NAMES, grads):
+    for name, g in zip(NAMES, grads, strict=True):
         assert torch.isfinite(g).all(), name
 
 
 def test_dispatch_picks_kernel_twin_and_reports_missing_fast_path(monkeypatch, count_launches):
     inputs = make_inputs(1, 4, 2, 16, torch.float32, seed=7)
-    counts = count_launches({"fwd": (kernel_module, "_gate_fwd_kernel"),
-                             "bwd": (kernel_module, "_gate_bwd_kernel")})
+    counts = count_launches(KERNELS)
     attention_gate(*inputs)
     assert counts["fwd"] == 1
     monkeypatch.setenv("RDFER_KERNELS", "reference")
@@ -157,15 +151,78 @@ def test_dispatch_picks_kernel_twin_and_reports_missing_fast_path(monkeypatch, c
     monkeypatch.setenv("RDFER_KERNELS", "auto")
     half = [t.detach().half() for t in inputs]  # no float16 kernel: the twin serves it
     assert attention_gate(*half).dtype == torch.float16
+    long = make_inputs(1, GATE_MAX_INSTANCES + 1, 1, 16, torch.float32)  # more instances than a program holds
+    assert attention_gate(*long).shape == (1, GATE_MAX_INSTANCES + 1, 16)
     assert counts["fwd"] == 1
     monkeypatch.setenv("RDFER_KERNELS", "fast")
-    with pytest.raises(RuntimeError, match="attention gate kernel cannot run"):
+    with pytest.raises(RuntimeError, match="attention gate kernel cannot run.*float32 or bfloat16"):
         attention_gate(*half)
+    with pytest.raises(RuntimeError, match=f"1..{GATE_MAX_INSTANCES} instances"):
+        attention_gate(*long)
     if DEVICE == "cpu":  # plain CPU (no interpreter) is the twin's
         monkeypatch.setenv("RDFER_KERNELS", "auto")
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         attention_gate(*inputs)
         assert counts["fwd"] == 1
+
+
+@pytest.fixture
+def shared_memory(monkeypatch):
+    """Pretends the device allows `limit` bytes per block and each launch needs need[(name, stages)]."""
+
+    def pretend(limit: int, need: dict[tuple[str, int], int]) -> None:
+        monkeypatch.setattr(_launch, "_FITS", {})
+        monkeypatch.setattr(_launch, "shared_memory_limit", lambda device: limit)
+        monkeypatch.setattr(
+            _launch, "shared_memory_needed", lambda job, device: need[job.name, job.num_stages]
+        )
+
+    return pretend
+
+
+def test_shared_memory_picks_the_pipelining_that_fits_or_the_twin(monkeypatch, count_launches, shared_memory):
+    inputs = make_inputs(1, 4, 2, 16, torch.float32, seed=8)
+    counts = count_launches(KERNELS)
+    # Both kernels fit without pipelining only: both launch with num_stages=1.
+    shared_memory(100_000, {("gate_fwd", 3): 90_000, ("gate_bwd", 3): 150_000, ("gate_fwd", 1): 40_000,
+                            ("gate_bwd", 1): 100_000})  # fmt: skip
+    attention_gate(*inputs).sum().backward()
+    assert counts == {"fwd": 1, "bwd": 1}
+    assert [o["num_stages"] for o in counts.options["fwd"] + counts.options["bwd"]] == [1, 1]
+    # The backward does not fit at all: the twin serves the call, and RDFER_KERNELS=fast names the bytes.
+    shared_memory(100_000, {("gate_fwd", 3): 90_000, ("gate_bwd", 3): 150_000, ("gate_fwd", 1): 40_000,
+                            ("gate_bwd", 1): 100_001})  # fmt: skip
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    assert torch.equal(attention_gate(*leaves), attention_gate_reference(*leaves))
+    assert counts == {"fwd": 1, "bwd": 1}
+    monkeypatch.setenv("RDFER_KERNELS", "fast")
+    with pytest.raises(RuntimeError, match="needs 100001 bytes of shared memory per block.* allows 100000"):
+        attention_gate(*inputs)
+    # Enough room: the default pipelining.
+    shared_memory(200_000, {("gate_fwd", 3): 90_000, ("gate_bwd", 3): 150_000})
+    attention_gate(*inputs)
+    assert counts.options["fwd"][-1]["num_stages"] == _launch.STAGES[0]
+
+
+def test_choose_stages_takes_the_deepest_that_fits():
+    need = {3: 300, 1: 120}.__getitem__
+    assert _launch.choose_stages(need, None) == (3, 0)  # no limit (the interpreter): nothing compiled
+    assert _launch.choose_stages(need, 300) == (3, 300)
+    assert _launch.choose_stages(need, 200) == (1, 120)
+    assert _launch.choose_stages(need, 100) == (None, 120)
+
+
+def test_launch_guard_is_the_tensors_device():
+    guard = _launch.device_guard(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(_launch.device_guard(torch.device("cpu")), torch.cuda.device)
+
+
+def test_configurations_cover_the_launch_rule():
+    configs = kernel_module.configurations()
+    assert len(configs) == len(set(configs)) == 3 * 5 * len(GATE_DTYPES) ** 2  # BLOCK_L 16-64, BLOCK_D 16-256
+    for length, d in ((16, 128), (4, 128), (GATE_MAX_INSTANCES, GATE_MAX_HEAD_DIM), (1, 1)):
+        assert kernel_module.launch_config(length, d, torch.bfloat16, torch.float32) in configs
 
 
 def test_bad_shapes_are_clear_errors():
@@ -174,42 +231,14 @@ def test_bad_shapes_are_clear_errors():
         kernel_module.AttentionGateFunction.apply(q, k, v, x[..., :-1], weight, bias, 1e-5)
     with pytest.raises(ValueError, match="share one shape"):
         kernel_module.AttentionGateFunction.apply(q, k[:, :3], v, x, weight, bias, 1e-5)
-    syn = make_inputs(1, 4, 2, 16, torch.float32)
-    det = make_inputs(1, 4, 4, 8, torch.float32)
-    with pytest.raises(ValueError, match="share the head count"):
-        kernel_module.DualAttentionGateFunction.apply(*syn, *det, 1e-5, 1e-5)
 
 
-def test_kernels_compile_for_sm90_without_a_gpu(compile_for_gpu):
-    """The interpreter accepts programs the GPU compiler rejects: compile for an H100 at the paper's head dim,
-    bf16, both streams (fp32 differs only in the dot precision)."""
-    tensors = {"q", "k", "v", "x", "out", "dout", "dq", "dk", "dv", "dx"}
-    names = [f"{n}{i}" for i in "01" for n in tensors | {"w", "bias", "mean", "rstd", "dw", "dbias", "eps"}]
-    signature = {
-        n: "*bf16" if n[:-1] in tensors else "fp32" if n.startswith("eps") else "*fp32" for n in names
-    }
-    signature["sqrt_d"] = "fp32"
-    constexprs = {
-        "BLOCK_L": 16,
-        "BLOCK_D": 128,
-        "PRECISION0": "tf32",
-        "PRECISION1": "tf32",
-        "TWO_STREAMS": True,
-        "EMULATE_RTNE": False,
-    }
-    compile_for_gpu(
-        [
-            {
-                "module": "rdfer.kernels.attention_gate",
-                "kernel": kernel,
-                "signature": signature,
-                "constexprs": constexprs,
-                "warps": 8,
-                "arch": 90,
-            }
-            for kernel in ("_gate_fwd_kernel", "_gate_bwd_kernel")
-        ]
-    )
+def test_kernels_compile_for_sm90_without_a_gpu(compile_kernels):
+    """RDFER's configurations (bf16 and fp32, L = 16 and 4, d = 128) compiled for an H100 and within its
+    shared memory: the interpreter accepts programs the GPU compiler rejects."""
+    out = compile_kernels("--arch", "90", "--op", "attention_gate")
+    assert "gate_bwd   qkv bf16 x bf16 BLOCK_L 16 BLOCK_D 128" in out
+    assert "Nothing falls back" in out
 
 
 # ------------------------------------------------------------------------------------------------ CUDA
@@ -218,24 +247,37 @@ def test_kernels_compile_for_sm90_without_a_gpu(compile_for_gpu):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    ("b", "l", "h", "d"),
-    [
-        (128, 16, 8, 128),
-        (128, 4, 8, 128),
-        (257, 16, 8, 64),
-        (1, 4, 8, 32),
-        (3, 16, 4, 128),
-        (5, 7, 2, 24),
-    ],
+    ("b", "n", "h", "d"),
+    [(128, 16, 8, 128), (128, 4, 8, 128), (257, 16, 8, 64), (1, 4, 8, 32), (3, 16, 4, 128), (5, 7, 2, 24)],
 )
-def test_cuda_matches_twin(b, l, h, d, dtype):
-    check_against_twin(make_inputs(b, l, h, d, dtype, device="cuda"))
+def test_cuda_matches_twin(b, n, h, d, dtype, monkeypatch, count_launches):
+    check_against_twin(make_inputs(b, n, h, d, dtype, device="cuda"), monkeypatch, count_launches)
 
 
 @pytest.mark.cuda
-def test_cuda_dual_streams_at_the_papers_shape():
-    syn = make_inputs(128, 16, 8, 128, torch.bfloat16, device="cuda", seed=8)
-    det = make_inputs(128, 4, 8, 128, torch.bfloat16, device="cuda", seed=9)
-    fn = kernel_module.DualAttentionGateFunction.apply
-    check_against_twin(syn, lambda *t: fn(*t[:6], *[s.detach() for s in det], t[6], 1e-5)[0])
-    check_against_twin(det, lambda *t: fn(*[s.detach() for s in syn], *t[:6], 1e-5, t[6])[1])
+def test_cuda_launches_on_the_inputs_device(monkeypatch, count_launches):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    check_against_twin(
+        make_inputs(3, 16, 8, 128, torch.bfloat16, device="cuda:1"), monkeypatch, count_launches
+    )
+
+
+@pytest.mark.cuda
+def test_cuda_offsets_past_2_31_elements(monkeypatch):
+    """x, out and the q, k, v projection hold more than 2^31 elements: the last items must still be right."""
+    h, d, length = 8, 128, 16
+    b = 2**31 // (length * h * d) + 2
+    free = torch.cuda.mem_get_info()[0]
+    if free < 30 * 2**30:
+        pytest.skip("needs 30 GiB of free GPU memory")
+    proj = torch.randn(b, length, 3, h, d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = proj.unbind(2)
+    x = torch.randn(b, length, h * d, device="cuda", dtype=torch.bfloat16)
+    weight, bias = torch.ones(h * d, device="cuda"), torch.zeros(h * d, device="cuda")
+    monkeypatch.setenv("RDFER_KERNELS", "fast")
+    with torch.no_grad():
+        out = attention_gate(q, k, v, x, weight, bias)
+        tail = slice(b - 2, b)
+        want = attention_gate_reference(q[tail], k[tail], v[tail], x[tail], weight, bias)
+    torch.testing.assert_close(out[tail], want, rtol=2e-2, atol=2e-2)

@@ -37,13 +37,17 @@ def mini_config():
     )
 
 
-def train(kernels: bool, monkeypatch,
-          count_launches) -> tuple[list[float], dict[str, torch.Tensor], dict[str, int]]:
+def train(kernels: bool, monkeypatch, count_launches) -> tuple[list[float], dict[str, torch.Tensor], dict]:
     monkeypatch.setenv("RDFER_KERNELS", "fast" if kernels else "reference")  # fast: no silent fallback
     if kernels and DEVICE == "cpu":
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-    counts = count_launches({"gate": (gate_kernels, "_gate_fwd_kernel"),
-                             "agreement": (agreement_kernels, "_agreement_kernel")})
+    counts = count_launches(
+        {
+            "gate": (gate_kernels, "_gate_fwd_kernel"),
+            "gate_bwd": (gate_kernels, "_gate_bwd_kernel"),
+            "agreement": (agreement_kernels, "_agreement_kernel"),
+        }
+    )
     cfg = mini_config()
     torch.manual_seed(0)
     model = RDFER(cfg, [str(c) for c in range(CLASSES)]).to(DEVICE).train()
@@ -74,8 +78,9 @@ def test_mini_rdfer_trains_the_same_with_and_without_kernels(monkeypatch, count_
     with monkeypatch.context() as m:
         twin_losses, twin_state, twin_counts = train(False, m, count_launches)
     fast_losses, fast_state, fast_counts = train(True, monkeypatch, count_launches)
-    assert twin_counts == {"gate": 0, "agreement": 0}
-    assert fast_counts == {"gate": 2 * STEPS, "agreement": STEPS}  # both streams' gates, every step
+    assert twin_counts == {"gate": 0, "gate_bwd": 0, "agreement": 0}
+    # both streams' gates forward and backward, and the agreement, every step
+    assert fast_counts == {"gate": 2 * STEPS, "gate_bwd": 2 * STEPS, "agreement": STEPS}
     assert len(set(twin_losses)) == STEPS  # the model moves between steps
     torch.testing.assert_close(torch.tensor(fast_losses), torch.tensor(twin_losses), rtol=1e-4, atol=1e-5)
     for name, value in twin_state.items():

@@ -74,7 +74,7 @@ def test_predict_single_face_matches_the_model_on_the_same_crops(feat_media, che
     assert result["key_positions_s"] == pytest.approx([f / 30.0 for f in keys], abs=1e-3)
     stats = agreement_reference(out["detail_instance_logits"], torch.zeros(1, dtype=torch.long),
                                 torch.zeros(1, dtype=torch.long), torch.full((1, 2), float("nan")),
-                                AgreementParams(), warm=False, update_memory=False)
+                                AgreementParams(), warm=False)
     assert result["agreement"] == pytest.approx(float(stats.agreement[0]))
 
 

@@ -1,12 +1,16 @@
-"""Cross-clip prediction agreement (SPEC §3): hard vs noisy samples, per-sample EMA memory, loss weights.
+"""Cross-clip prediction agreement (docs/method.md): hard vs noisy samples, per-sample EMAs, loss weights.
 
 For one batch, from the detail stream's clip logits [B, K, C]:
   p_k = softmax(logits_k); p = mean_k p_k; a_k = argmax p_k (first maximum);
   majority m = the class with the most votes; ties go to the larger p[c], then to the lower class index
   (the package's choice: it equals argmax_c (votes_c + 0.5 * p[c]), first maximum, since 0.5*p < 1);
   A = votes_m / K; S = p[y]; M = max(p) - p[y].
-The memory [N, 2] (float32, NaN = not yet seen) holds per-sample EMAs of A and S, updated in place:
-  ema = x on first sight, else momentum * ema + (1 - momentum) * x.
+The memory [N, 2] (float32, NaN = not yet seen) holds per-sample EMAs of A and S. The op only reads it: it
+returns the rows the memory would hold after this batch,
+  ema = x on first sight, else momentum * ema + (1 - momentum) * x,
+as `AgreementStats.ema_rows`, and committing them (`memory[sample_ids] = stats.ema_rows`) is the caller's
+job, once it knows the step is kept. Sample ids are unique within a batch (a repeated id would get one of its
+rows at the commit).
 Categories use the EMAs (config `robust.use_ema`, default on) and the current majority:
   easy:  A >= a_min and m == y            -> weight 1
   noisy: A >= a_min and m != y and S < s_max -> weight noisy_weight, or with relabel and M > relabel_margin:
@@ -15,6 +19,7 @@ Categories use the EMAs (config `robust.use_ema`, default on) and the current ma
 Before the warm-up ends (`warm=False`) categories are still reported but every weight is 1 and no target
 changes. Nothing here carries a gradient.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +28,21 @@ import torch
 from torch import Tensor
 
 from rdfer.ops import dispatch
+from rdfer.ops.constants import AGREEMENT_MAX_CLASSES, AGREEMENT_MAX_CLIPS, CATEGORY_NAMES, Category
 
-EASY, HARD, NOISY = 0, 1, 2
-CATEGORY_NAMES = ("easy", "hard", "noisy")
+__all__ = [
+    "CATEGORY_NAMES",
+    "EASY",
+    "HARD",
+    "NOISY",
+    "AgreementParams",
+    "AgreementStats",
+    "Category",
+    "agreement",
+    "agreement_reference",
+    "kernel_problem",
+]
+EASY, HARD, NOISY = Category.EASY, Category.HARD, Category.NOISY  # the short names callers import
 
 
 @dataclass(frozen=True)
@@ -45,11 +62,18 @@ class AgreementStats:
     agreement: Tensor  # [B] float32, A of this batch
     support: Tensor  # [B] float32, S of this batch
     margin: Tensor  # [B] float32, M of this batch
-    ema_agreement: Tensor  # [B] float32, after this batch's update
-    ema_support: Tensor  # [B] float32
-    category: Tensor  # [B] int64: EASY, HARD or NOISY
+    ema_rows: Tensor  # [B, 2] float32: the memory rows (EMA of A, EMA of S) after this batch, not yet stored
+    category: Tensor  # [B] int64: a Category code
     weight: Tensor  # [B] float32
     target: Tensor  # [B] int64: the label, or m where relabelled
+
+    @property
+    def ema_agreement(self) -> Tensor:
+        return self.ema_rows[:, 0]
+
+    @property
+    def ema_support(self) -> Tensor:
+        return self.ema_rows[:, 1]
 
 
 @torch.no_grad()
@@ -60,9 +84,9 @@ def agreement_reference(
     memory: Tensor,
     params: AgreementParams,
     warm: bool,
-    update_memory: bool = True,
 ) -> AgreementStats:
     b, k, c = clip_logits.shape
+    labels = labels.long()  # the targets are int64 whatever the labels' integer type
     probs = clip_logits.float().softmax(dim=-1)
     mean = probs.mean(dim=1)  # [B, C]
     votes = torch.zeros(b, c, device=probs.device).scatter_add_(
@@ -76,62 +100,96 @@ def agreement_reference(
     current = torch.stack([agreement, support], dim=1)
     old = memory[sample_ids]
     ema = torch.where(torch.isnan(old), current, params.momentum * old + (1 - params.momentum) * current)
-    if update_memory:
-        memory[sample_ids] = ema
     a, s = (ema[:, 0], ema[:, 1]) if params.use_ema else (agreement, support)
 
     agree = a >= params.a_min
     is_easy = agree & (majority == labels)
     is_noisy = agree & (majority != labels) & (s < params.s_max)
-    category = torch.full((b,), HARD, dtype=torch.long, device=probs.device)
-    category[is_easy] = EASY
-    category[is_noisy] = NOISY
+    easy, hard, noisy = map(int, (Category.EASY, Category.HARD, Category.NOISY))  # torch.compile wants ints
+    category = torch.full((b,), hard, dtype=torch.long, device=probs.device)
+    category[is_easy] = easy
+    category[is_noisy] = noisy
 
     weight = torch.ones(b, device=probs.device)
     target = labels.clone()
     if warm:
-        weight = torch.where(category == HARD, 1 + (1 - a), weight)
+        weight = torch.where(category == hard, 1 + (1 - a), weight)
         weight = torch.where(is_noisy, torch.full_like(weight, params.noisy_weight), weight)
         if params.relabel:
             flip = is_noisy & (margin > params.relabel_margin)
             target = torch.where(flip, majority, labels)
             weight = torch.where(flip, torch.ones_like(weight), weight)
-    return AgreementStats(majority, agreement, support, margin, ema[:, 0], ema[:, 1], category, weight, target)
+    return AgreementStats(majority, agreement, support, margin, ema, category, weight, target)
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
 
-MAX_KERNEL_CLIPS, MAX_KERNEL_CLASSES = 8, 16  # as rdfer.kernels.agreement (not imported: it imports triton)
+
+def kernel_problem(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor) -> str | None:
+    """Why the Triton kernel cannot take these inputs (None: it can). The twin takes any shapes; the kernel's
+    own input check raises this text."""
+    if clip_logits.dim() != 3 or not clip_logits.is_floating_point():
+        shape = tuple(clip_logits.shape)
+        return f"clip logits must be floating point [B, K, C], got {clip_logits.dtype} {shape}"
+    b, k, c = clip_logits.shape
+    if not 1 <= k <= AGREEMENT_MAX_CLIPS or not 1 <= c <= AGREEMENT_MAX_CLASSES:
+        limits = f"1..{AGREEMENT_MAX_CLIPS} clips and 1..{AGREEMENT_MAX_CLASSES} classes"
+        return f"it holds {limits}, got K={k}, C={c}"
+    if labels.shape != (b,) or sample_ids.shape != (b,):
+        return (
+            f"labels and sample ids must be [B] = [{b}], got {tuple(labels.shape)}, {tuple(sample_ids.shape)}"
+        )
+    if labels.is_floating_point() or sample_ids.is_floating_point():
+        return f"labels and sample ids must be integer tensors, got {labels.dtype}, {sample_ids.dtype}"
+    if memory.dim() != 2 or memory.shape[1] != 2 or memory.dtype != torch.float32:
+        return f"agreement memory must be float32 [N, 2], got {memory.dtype} {tuple(memory.shape)}"
+    devices = {t.device for t in (clip_logits, labels, sample_ids, memory)}
+    if len(devices) != 1:
+        return f"its inputs must be on one device, got {sorted(map(str, devices))}"
+    return None
 
 
-def _use_kernel(clip_logits: Tensor, memory: Tensor) -> bool:
+def _why_not_kernel(inputs: tuple[Tensor, ...]) -> str | None:
+    device = inputs[0].device
+    if not dispatch.triton_usable(device):
+        return f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
+    problem = kernel_problem(*inputs)
+    if problem is None:
+        from rdfer.kernels.agreement import pipelining
+
+        problem = pipelining(*inputs)[1] or None
+    return problem
+
+
+def _use_kernel(inputs: tuple[Tensor, ...]) -> bool:
     wanted = dispatch.mode()
     if wanted == "reference":
         return False
-    fits = (clip_logits.dim() == 3 and 1 <= clip_logits.shape[1] <= MAX_KERNEL_CLIPS
-            and 1 <= clip_logits.shape[2] <= MAX_KERNEL_CLASSES and memory.dtype == torch.float32)
-    if dispatch.triton_usable(clip_logits.device) and fits:
+    problem = _why_not_kernel(inputs)
+    if problem is None:
         return True
     if wanted == "fast":
         raise RuntimeError(
-            "RDFER_KERNELS=fast but the agreement kernel cannot run here: it needs Triton and a CUDA device "
-            f"(or TRITON_INTERPRET=1 on CPU), K <= {MAX_KERNEL_CLIPS} clips, C <= {MAX_KERNEL_CLASSES} classes "
-            f"and a float32 memory; got {clip_logits.device}, logits {tuple(clip_logits.shape)}, memory "
-            f"{memory.dtype}")
+            f"RDFER_KERNELS=fast but the agreement kernel cannot run here ({inputs[0].device}, logits "
+            f"{tuple(inputs[0].shape)}): {problem}. Unset RDFER_KERNELS to use the PyTorch twin."
+        )
     return False
 
 
 @torch.no_grad()
-def agreement(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor, params: AgreementParams,
-              warm: bool, update_memory: bool = True) -> AgreementStats:
-    """The batch's agreement statistics, updating memory rows in place at sample_ids (unique within a batch).
-    One Triton launch where it can run (CUDA, or CPU under TRITON_INTERPRET=1; RDFER_KERNELS=reference
-    forces the twin), else the twin."""
-    if _use_kernel(clip_logits, memory):
+def agreement(
+    clip_logits: Tensor,
+    labels: Tensor,
+    sample_ids: Tensor,
+    memory: Tensor,
+    params: AgreementParams,
+    warm: bool,
+) -> AgreementStats:
+    """The batch's agreement statistics and would-be memory rows; `memory` is read, never written. One Triton
+    launch where it can run (CUDA, or CPU under TRITON_INTERPRET=1; RDFER_KERNELS=reference forces the twin),
+    else the twin."""
+    if _use_kernel((clip_logits, labels, sample_ids, memory)):
         from rdfer.kernels.agreement import agreement_kernel
 
-        return AgreementStats(*agreement_kernel(
-            clip_logits, labels, sample_ids, memory, a_min=params.a_min, s_max=params.s_max,
-            noisy_weight=params.noisy_weight, momentum=params.momentum, relabel=params.relabel,
-            relabel_margin=params.relabel_margin, use_ema=params.use_ema, warm=warm, update_memory=update_memory))
-    return agreement_reference(clip_logits, labels, sample_ids, memory, params, warm, update_memory)
+        return AgreementStats(*agreement_kernel(clip_logits, labels, sample_ids, memory, params, warm))
+    return agreement_reference(clip_logits, labels, sample_ids, memory, params, warm)

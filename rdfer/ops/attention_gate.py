@@ -1,18 +1,24 @@
-"""The temporal attention gate (SPEC §2.3): x * sigmoid(LayerNorm(MHSA(x))).
+"""The temporal attention gate (docs/method.md): x * sigmoid(LayerNorm(MHSA(x))).
 
 Only the per-head attention, the LayerNorm over the concatenated heads, the sigmoid and the product with x
 belong to the op; the QKV projection stays a matmul in the module (rdfer.models.sequence.AttentionGate).
+
+The fast path (rdfer.kernels.attention_gate) runs one stream's whole gate, attention through LayerNorm,
+sigmoid and product, as one fused launch forward and one backward. RDFER's two streams cannot share a launch:
+the detail stream's input is computed from the synopsis stream's output, and the backward runs in the reverse
+order, so each stream calls the op once.
 """
+
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.ops import dispatch
+from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES
 
 
 def attention_gate_reference(
@@ -22,71 +28,85 @@ def attention_gate_reference(
 
     Softmax and LayerNorm run in float32 (float64 for float64 input); the result has x's dtype.
     """
-    b, l, h, d = q.shape
+    b, length, h, d = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)  # float32 at least; float64 stays float64
     scores = torch.einsum("blhd,bmhd->bhlm", q.to(acc), k.to(acc)) / math.sqrt(d)
     attn = scores.softmax(dim=-1)
-    heads = torch.einsum("bhlm,bmhd->blhd", attn, v.to(acc)).reshape(b, l, h * d)
+    heads = torch.einsum("bhlm,bmhd->blhd", attn, v.to(acc)).reshape(b, length, h * d)
     gate = torch.sigmoid(F.layer_norm(heads, (h * d,), weight.to(acc), bias.to(acc), eps))
     return (x.to(acc) * gate).to(x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
 
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+def kernel_problem(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> str | None:
+    """Why the Triton kernel cannot take these inputs (None: it can). The twin takes anything; the kernel's
+    own input check raises this text."""
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        return (
+            f"q, k, v must share one shape [B, L, H, d], got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)}"
+        )
+    b, length, h, d = q.shape
+    if x.shape != (b, length, h * d) or weight.shape != (h * d,) or bias.shape != (h * d,):
+        return (
+            f"x must be [B, L, H*d] = {(b, length, h * d)} and weight, bias [{h * d}]; got {tuple(x.shape)}, "
+            f"{tuple(weight.shape)}, {tuple(bias.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in GATE_DTYPES or x.dtype not in GATE_DTYPES:
+        return (
+            f"it takes float32 or bfloat16 q, k, v (one dtype) and x; got {q.dtype}, {k.dtype}, {v.dtype}, "
+            f"{x.dtype}"
+        )
+    if not (weight.is_floating_point() and bias.is_floating_point()):
+        return f"the LayerNorm weight and bias must be floating point, got {weight.dtype}, {bias.dtype}"
+    if not (1 <= length <= GATE_MAX_INSTANCES and 1 <= h and 1 <= d <= GATE_MAX_HEAD_DIM):
+        return (
+            f"it holds 1..{GATE_MAX_INSTANCES} instances, at least one head and head dim "
+            f"1..{GATE_MAX_HEAD_DIM}; got L={length}, H={h}, d={d}"
+        )
+    devices = {t.device for t in (q, k, v, x, weight, bias)}
+    if len(devices) != 1:
+        return f"all its inputs must be on one device, got {sorted(map(str, devices))}"
+    return None
 
 
-def _kernel_fits(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> bool:
-    """Shapes and dtypes the Triton kernel takes (it raises on anything else; the twin takes anything)."""
-    return (
-        q.dim() == 4 and q.shape == k.shape == v.shape and q.dtype == k.dtype == v.dtype
-        and q.dtype in _KERNEL_DTYPES and x.dtype in _KERNEL_DTYPES
-        and weight.is_floating_point() and bias.is_floating_point()
-        and q.shape[1] <= 64 and q.shape[3] <= 256
-    )
+def _why_not_kernel(tensors: tuple[Tensor, ...]) -> str | None:
+    device = tensors[0].device
+    if not dispatch.triton_usable(device):
+        return f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
+    problem = kernel_problem(*tensors)
+    if problem is None:
+        from rdfer.kernels.attention_gate import pipelining
+
+        problem = pipelining(*tensors)[1] or None
+    return problem
 
 
 def _use_kernel(tensors: tuple[Tensor, ...]) -> bool:
     wanted = dispatch.mode()
     if wanted == "reference":
         return False
-    if dispatch.triton_usable(tensors[0].device) and _kernel_fits(*tensors):
+    problem = _why_not_kernel(tensors)
+    if problem is None:
         return True
     if wanted == "fast":
+        shape = tuple(tensors[0].shape)
         raise RuntimeError(
-            "RDFER_KERNELS=fast but the attention gate kernel cannot run here: it needs Triton and a CUDA "
-            "device (or TRITON_INTERPRET=1 on CPU), q/k/v of one dtype in float32/bfloat16, L <= 64 and "
-            f"head dim <= 256; got {tensors[0].device}, {tensors[0].dtype}, shape {tuple(tensors[0].shape)}")
+            f"RDFER_KERNELS=fast but the attention gate kernel cannot run here ({tensors[0].device}, "
+            f"{tensors[0].dtype}, q {shape}): {problem}. Unset RDFER_KERNELS to use the PyTorch twin."
+        )
     return False
 
 
-def attention_gate(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
-                   eps: float = 1e-5) -> Tensor:
-    """One stream's gate (what RDFER calls, once per stream): the Triton kernel where it can run (CUDA, or
-    CPU under TRITON_INTERPRET=1; RDFER_KERNELS=reference forces the twin), else the twin."""
+def attention_gate(
+    q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5
+) -> Tensor:
+    """One stream's gate: the Triton kernel where it can run (CUDA, or CPU under TRITON_INTERPRET=1, with
+    shapes, dtypes and shared memory it fits; RDFER_KERNELS=reference forces the twin), else the twin."""
     if _use_kernel((q, k, v, x, weight, bias)):
         from rdfer.kernels.attention_gate import AttentionGateFunction
 
         return AttentionGateFunction.apply(q, k, v, x, weight, bias, eps)
     return attention_gate_reference(q, k, v, x, weight, bias, eps)
-
-
-def dual_attention_gate(syn: Sequence, det: Sequence) -> tuple[Tensor, Tensor]:
-    """Two independent streams' gates, each given as (q, k, v, x, weight, bias[, eps]), in one kernel launch
-    forward and one backward. RDFER itself cannot use this (its detail stream's input depends on the
-    synopsis stream's output), but callers with two independent streams can. Falls back to two calls."""
-    syn_args, det_args = _with_eps(syn), _with_eps(det)
-    tensors = (*syn_args[:6], *det_args[:6])
-    same_layout = syn_args[0].dim() == det_args[0].dim() == 4 and syn_args[0].shape[2:] == det_args[0].shape[2:]
-    if (same_layout and len({t.device for t in tensors}) == 1
-            and _use_kernel(syn_args[:6]) and _use_kernel(det_args[:6])):
-        from rdfer.kernels.attention_gate import DualAttentionGateFunction
-
-        return DualAttentionGateFunction.apply(*syn_args[:6], *det_args[:6], syn_args[6], det_args[6])
-    return attention_gate(*syn_args), attention_gate(*det_args)
-
-
-def _with_eps(args: Sequence) -> tuple:
-    if len(args) not in (6, 7):
-        raise ValueError(f"a stream is (q, k, v, x, weight, bias[, eps]), got {len(args)} items")
-    return (*args, 1e-5) if len(args) == 6 else tuple(args)

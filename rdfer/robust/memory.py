@@ -33,8 +33,7 @@ class AgreementSelector(Selector):
 
     @torch.no_grad()
     def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
-        stats = agreement(out["detail_instance_logits"].detach(), labels, ids, self.ema, self.params, self.warm,
-                          update_memory=False)  # fmt: skip
+        stats = agreement(out["detail_instance_logits"].detach(), labels, ids, self.ema, self.params, self.warm)
         rows = torch.stack([stats.ema_agreement, stats.ema_support, stats.majority.float(),
                             stats.category.float()], dim=1)  # fmt: skip
         return Assessed(stats.weight, stats.target, stats.category, rows)
