@@ -4,6 +4,7 @@ clean and truly noisy vs truly hard (overall and per hard reason), per epoch and
 python probe/analyse.py RUN_DIR ROOT [--md OUT.md] [--json OUT.json]
 Scores are oriented so that high = "looks noisy". Positive class: truly noisy (given != true).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,12 @@ from scipy.stats import rankdata
 from rdfer.data.synth import load_ground_truth
 
 REASONS = ("intensity", "short_apex", "distractor")
-VIEWS = {"det_inst": "detail_instance", "syn_inst": "synopsis_instance", "frames": "frame_head",
-         "clips": "clip_head"}
+VIEWS = {
+    "det_inst": "detail_instance",
+    "syn_inst": "synopsis_instance",
+    "frames": "frame_head",
+    "clips": "clip_head",
+}
 
 
 def auroc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
@@ -71,8 +76,9 @@ def per_epoch_scores(d: dict, given: np.ndarray) -> dict[str, np.ndarray]:
         vote_other = np.where(yv, -1, votes).max(-1)  # share of votes for the most-voted other class
         ent = lambda q: -(q * np.log(np.clip(q, 1e-12, 1))).sum(-1)  # noqa: E731
         gjs = ent(m) - ent(pv).mean(-1)  # generalised JS divergence of the views (equal weights)
-        label_any = np.take_along_axis(pv, np.broadcast_to(given[None, :, None, None], pv.shape[:3] + (1,)),
-                                       -1)[..., 0].max(-1)  # best single view's p[y]
+        label_any = np.take_along_axis(
+            pv, np.broadcast_to(given[None, :, None, None], pv.shape[:3] + (1,)), -1
+        )[..., 0].max(-1)  # best single view's p[y]
         out[f"{short}:neg_support"] = -support
         out[f"{short}:other_minus_support"] = other - support
         out[f"{short}:vote_other"] = vote_other
@@ -109,8 +115,11 @@ def groups(truth: list, given: np.ndarray, true: np.ndarray) -> dict[str, np.nda
 def table(scores: dict[str, np.ndarray], g: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     res = {}
     for name, s in scores.items():
-        row = {"vs_clean": auroc(s, g["noisy"], g["clean"]), "vs_hard": auroc(s, g["noisy"], g["hard"]),
-               "vs_easy": auroc(s, g["noisy"], g["easy"])}
+        row = {
+            "vs_clean": auroc(s, g["noisy"], g["clean"]),
+            "vs_hard": auroc(s, g["noisy"], g["hard"]),
+            "vs_easy": auroc(s, g["noisy"], g["easy"]),
+        }
         for r in REASONS:
             row[f"vs_{r}"] = auroc(s, g["noisy"], g[r])
         res[name] = row
@@ -129,8 +138,14 @@ def analyse(run: Path, root: Path) -> dict:
             d[k] = d[k][:e_done]
     per = per_epoch_scores(d, given)
     test_war = (d["test_logits"][:e_done].astype(np.float32).argmax(-1) == d["test_labels"]).mean(-1)
-    out = {"run": str(run), "epochs": e_done, "test_war": test_war.tolist(),
-           "counts": {k: int(v.sum()) for k, v in g.items()}, "per_epoch": {}, "windows": {}}
+    out = {
+        "run": str(run),
+        "epochs": e_done,
+        "test_war": test_war.tolist(),
+        "counts": {k: int(v.sum()) for k, v in g.items()},
+        "per_epoch": {},
+        "windows": {},
+    }
     focus = ["loss", "neg_margin_logit", "wrong", "maxp", "label_rank", "neg_resid_share"]
     focus += [k for k in per if ":" in k]
     if g["noisy"].sum() == 0:
@@ -140,8 +155,13 @@ def analyse(run: Path, root: Path) -> dict:
     for lo, hi in [(0, h) for h in range(1, e_done + 1)] + [(a, a + 3) for a in range(0, e_done - 2)]:
         sc = {k: window_mean(per[k], lo, hi) for k in focus}
         sc["py_std"] = np.nanstd(per["py"][lo:hi], 0)
-        sc.update({f"{k}|cls": class_norm(v, given) for k, v in list(sc.items()) if k in ("loss",
-                                                                                           "neg_margin_logit")})
+        sc.update(
+            {
+                f"{k}|cls": class_norm(v, given)
+                for k, v in list(sc.items())
+                if k in ("loss", "neg_margin_logit")
+            }
+        )
         out["windows"][f"{lo + 1}-{hi}"] = table(sc, g)
     return out
 

@@ -7,7 +7,8 @@ Variants (the network and loss pieces are the package's; the extra heads are the
   views: instance_weight=1 and the same two heads trained with gradient into the encoders (weight --head-weight
          each): detail clips and synopsis frames trained as classifiers of their own.
 Methods: ce (every weight 1); oracle (weight 0 on the truly noisy); small_loss (after --warmup epochs, a
-2-component GMM on last epoch's per-sample loss keeps the low-loss component, weight 1 else 0). Weights are
+2-component GMM on last epoch's per-sample loss keeps the low-loss component, weight 1 else 0); small_loss_cum
+(the same on the per-sample loss averaged over every epoch so far). Weights are
 renormalised per batch (sum w * l / sum w).
 
 Logged per epoch e and training sample i (training-time forward, i.e. augmented, random synopsis offsets, the
@@ -15,6 +16,7 @@ weights before the step): logits of video / detail video / synopsis video, detai
 instance [Ls], frame head [Ls], clip head [K]; key positions [K]; synopsis indices [Ls]; weight; loss. Per step:
 mean loss, lr. Per epoch: test logits, WAR, seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdfer import runtime
 from rdfer.config import load_config
 from rdfer.data.loader import set_loader_epoch
 from rdfer.data.prepare import build_loader, load_splits
@@ -39,7 +42,6 @@ from rdfer.models.rdfer_net import synopsis_indices
 from rdfer.ops.resample import clip_indices, key_positions
 from rdfer.robust.loss import weighted_ce
 from rdfer.train import lr_lambda, param_groups
-from rdfer import runtime
 
 
 class ProbeRDFER(RDFER):
@@ -68,9 +70,17 @@ class ProbeRDFER(RDFER):
         det_inst, det_video, _ = self.detail(det_feats, channel_attention=gate)
         logits = det_video if c.output == "detail" else 0.5 * (det_video + syn_video)
         sf, df = (syn_feats.detach(), det_feats.detach()) if self.detach_heads else (syn_feats, det_feats)
-        return dict(logits=logits, detail_video_logits=det_video, synopsis_video_logits=syn_video,
-                    detail_instance_logits=det_inst, synopsis_instance_logits=syn_inst, key_positions=keys,
-                    synopsis_indices=syn_idx, frame_logits=self.frame_head(sf), clip_logits=self.clip_head(df))
+        return dict(
+            logits=logits,
+            detail_video_logits=det_video,
+            synopsis_video_logits=syn_video,
+            detail_instance_logits=det_inst,
+            synopsis_instance_logits=syn_inst,
+            key_positions=keys,
+            synopsis_indices=syn_idx,
+            frame_logits=self.frame_head(sf),
+            clip_logits=self.clip_head(df),
+        )
 
 
 def gmm_clean_weights(loss: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -82,7 +92,10 @@ def gmm_clean_weights(loss: np.ndarray) -> tuple[np.ndarray, dict]:
     g = GaussianMixture(2, max_iter=20, tol=1e-2, reg_covar=5e-4, random_state=0).fit(x[:, None])
     clean = int(np.argmin(g.means_.ravel()))
     p = g.predict_proba(x[:, None])[:, clean]
-    return (p > 0.5).astype(np.float32), {"gmm_means": g.means_.ravel().tolist(), "kept": float((p > 0.5).mean())}
+    return (p > 0.5).astype(np.float32), {
+        "gmm_means": g.means_.ravel().tolist(),
+        "kept": float((p > 0.5).mean()),
+    }
 
 
 def main() -> int:
@@ -90,7 +103,7 @@ def main() -> int:
     ap.add_argument("--root", required=True)
     ap.add_argument("--setting", default="symmetric-40", choices=list(SETTINGS))
     ap.add_argument("--variant", default="today", choices=["today", "views"])
-    ap.add_argument("--method", default="ce", choices=["ce", "oracle", "small_loss"])
+    ap.add_argument("--method", default="ce", choices=["ce", "oracle", "small_loss", "small_loss_cum"])
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--warmup", type=int, default=4, help="small_loss: epochs of plain CE first")
     ap.add_argument("--head-weight", type=float, default=0.5)
@@ -102,8 +115,14 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    over = ["data.image_size=32", "data.cache_frames=true", f"data.root={a.root}", f"optim.epochs={a.epochs}",
-            *(["optim.instance_weight=1"] if a.variant == "views" else []), *a.overrides]
+    over = [
+        "data.image_size=32",
+        "data.cache_frames=true",
+        f"data.root={a.root}",
+        f"optim.epochs={a.epochs}",
+        *(["optim.instance_weight=1"] if a.variant == "views" else []),
+        *a.overrides,
+    ]
     cfg = load_config("quick", over)
     runtime.seed_everything(cfg.run.seed)
     train_split, test_split = load_splits(cfg.data, progress=False)
@@ -122,13 +141,29 @@ def main() -> int:
     steps = n // bs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps))
     aug = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
-    tl = build_loader(labelled, cfg.data, train=True, batch_size=bs, seed=cfg.run.seed, device=dev, augment=aug,
-                      progress=False)
-    vl = build_loader(test_split, cfg.data, train=False, batch_size=64, seed=cfg.run.seed, device=dev,
-                      progress=False)
+    tl = build_loader(
+        labelled,
+        cfg.data,
+        train=True,
+        batch_size=bs,
+        seed=cfg.run.seed,
+        device=dev,
+        augment=aug,
+        progress=False,
+    )
+    vl = build_loader(
+        test_split, cfg.data, train=False, batch_size=64, seed=cfg.run.seed, device=dev, progress=False
+    )
     E, K, Ls = a.epochs, cfg.model.clips, cfg.model.synopsis_frames
-    shapes = dict(video=(C,), detail_video=(C,), synopsis_video=(C,), detail_instance=(K, C),
-                  synopsis_instance=(Ls, C), frame_head=(Ls, C), clip_head=(K, C))
+    shapes = dict(
+        video=(C,),
+        detail_video=(C,),
+        synopsis_video=(C,),
+        detail_instance=(K, C),
+        synopsis_instance=(Ls, C),
+        frame_head=(Ls, C),
+        clip_head=(K, C),
+    )
     rec = {k: np.full((E, n, *s), np.nan, np.float16) for k, s in shapes.items()}
     keys_log = np.full((E, n, K), -1, np.int16)
     syn_log = np.full((E, n, Ls), -1, np.int16)
@@ -138,17 +173,24 @@ def main() -> int:
     step_loss, step_lr, epochs_info = [], [], []
     weights = torch.ones(n)
     test_labels = torch.tensor([r.label for r in test_split.records])
-    names = dict(video="logits", detail_video="detail_video_logits", synopsis_video="synopsis_video_logits",
-                 detail_instance="detail_instance_logits", synopsis_instance="synopsis_instance_logits",
-                 frame_head="frame_logits", clip_head="clip_logits")
+    names = dict(
+        video="logits",
+        detail_video="detail_video_logits",
+        synopsis_video="synopsis_video_logits",
+        detail_instance="detail_instance_logits",
+        synopsis_instance="synopsis_instance_logits",
+        frame_head="frame_logits",
+        clip_head="clip_logits",
+    )
     ls, o = cfg.optim.label_smoothing, cfg.optim
     for epoch in range(E):
         t0 = time.perf_counter()
         info = {"epoch": epoch + 1}
         if a.method == "oracle":
             weights = (~is_noisy).float()
-        elif a.method == "small_loss" and epoch >= a.warmup:
-            last = loss_log[epoch - 1]
+        elif a.method.startswith("small_loss") and epoch >= a.warmup:
+            # small_loss: last epoch's loss (DivideMix); small_loss_cum: the mean over every epoch so far
+            last = loss_log[epoch - 1] if a.method == "small_loss" else np.nanmean(loss_log[:epoch], 0)
             known = ~np.isnan(last)  # a sample the last epoch dropped (drop_last) keeps weight 1
             w = np.ones(n, np.float32)
             w[known], gi = gmm_clean_weights(last[known])
@@ -161,12 +203,20 @@ def main() -> int:
             res = model(x)
             w = weights[ids]
             wn = w * len(w) / w.sum().clamp(min=1e-6)  # per-batch renormalised
-            parts = (weighted_ce(res["detail_video_logits"], y, wn, ls)
-                     + o.synopsis_weight * weighted_ce(res["synopsis_video_logits"], y, wn, ls)
-                     + o.instance_weight * 0.5 * (weighted_ce(res["synopsis_instance_logits"], y, wn, ls)
-                                                  + weighted_ce(res["detail_instance_logits"], y, wn, ls)))
+            parts = (
+                weighted_ce(res["detail_video_logits"], y, wn, ls)
+                + o.synopsis_weight * weighted_ce(res["synopsis_video_logits"], y, wn, ls)
+                + o.instance_weight
+                * 0.5
+                * (
+                    weighted_ce(res["synopsis_instance_logits"], y, wn, ls)
+                    + weighted_ce(res["detail_instance_logits"], y, wn, ls)
+                )
+            )
             hw = a.head_weight if a.variant == "views" else 1.0  # detached heads: weight only scales their lr
-            heads = hw * (weighted_ce(res["frame_logits"], y, wn, ls) + weighted_ce(res["clip_logits"], y, wn, ls))
+            heads = hw * (
+                weighted_ce(res["frame_logits"], y, wn, ls) + weighted_ce(res["clip_logits"], y, wn, ls)
+            )
             loss = parts + heads
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,20 +237,36 @@ def main() -> int:
             pos = 0
             for batch in vl:
                 lg = model(batch["frames"])["logits"].float()
-                test_logits[epoch, pos:pos + len(lg)] = lg.numpy()
+                test_logits[epoch, pos : pos + len(lg)] = lg.numpy()
                 pos += len(lg)
         war = float((torch.as_tensor(test_logits[epoch]).float().argmax(-1) == test_labels).float().mean())
         seen = ~np.isnan(loss_log[epoch])
-        info.update(test_war=war, seconds=time.perf_counter() - t0,
-                    train_acc_given=float((rec["video"][epoch][seen].argmax(-1) == given[seen]).mean()))
+        info.update(
+            test_war=war,
+            seconds=time.perf_counter() - t0,
+            train_acc_given=float((rec["video"][epoch][seen].argmax(-1) == given[seen]).mean()),
+        )
         epochs_info.append(info)
         print(json.dumps(info), file=sys.stderr, flush=True)
-        np.savez_compressed(out / "probe.npz", **rec, keys=keys_log, syn=syn_log, weight=w_log, loss=loss_log,
-                            test_logits=test_logits, test_labels=test_labels.numpy(), given=given, true=true,
-                            train_keys=np.array([r.key for r in labelled.records]), step_loss=np.array(step_loss),
-                            step_lr=np.array(step_lr), epochs_done=epoch + 1)
-        (out / "epochs.json").write_text(json.dumps({"args": vars(a), "config": cfg.to_dict(),
-                                                     "epochs": epochs_info}, indent=1))
+        np.savez_compressed(
+            out / "probe.npz",
+            **rec,
+            keys=keys_log,
+            syn=syn_log,
+            weight=w_log,
+            loss=loss_log,
+            test_logits=test_logits,
+            test_labels=test_labels.numpy(),
+            given=given,
+            true=true,
+            train_keys=np.array([r.key for r in labelled.records]),
+            step_loss=np.array(step_loss),
+            step_lr=np.array(step_lr),
+            epochs_done=epoch + 1,
+        )
+        (out / "epochs.json").write_text(
+            json.dumps({"args": vars(a), "config": cfg.to_dict(), "epochs": epochs_info}, indent=1)
+        )
     return 0
 
 

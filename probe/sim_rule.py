@@ -6,6 +6,7 @@ Stage 2 (noisy vs hard among suspects): AUROC of candidate scores inside the sus
 
 python probe/sim_rule.py RUN ROOT [--from-epoch 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ def describe(flag: np.ndarray, g: dict) -> str:
     prec = (flag & g["noisy"]).sum() / n
     rec = (flag & g["noisy"]).sum() / max(g["noisy"].sum(), 1)
     hard = {r: (flag & g[r]).sum() / max(g[r].sum(), 1) for r in ("hard", *REASONS)}
-    return (f"n={flag.sum():4d} prec={prec:.2f} rec={rec:.2f} easy={((flag & g['easy']).sum() / max(g['easy'].sum(), 1)):.2f} "
-            + " ".join(f"{k}={v:.2f}" for k, v in hard.items()))
+    return (
+        f"n={flag.sum():4d} prec={prec:.2f} rec={rec:.2f} easy={((flag & g['easy']).sum() / max(g['easy'].sum(), 1)):.2f} "
+        + " ".join(f"{k}={v:.2f}" for k, v in hard.items())
+    )
 
 
 def main() -> None:
@@ -58,9 +61,18 @@ def main() -> None:
             d[k] = d[k][:e_done]
     per = per_epoch_scores(d, given)
     acc = (d["video"].astype(np.float32).argmax(-1) == given).mean(-1)
-    stage2 = ["neg_margin_logit", "loss", "label_rank", "neg_resid_share", "det_inst:other_minus_support",
-              "det_inst:vote_other", "syn_inst:other_minus_support", "frames:neg_best_view_support",
-              "frames:other_minus_support", "clips:other_minus_support"]
+    stage2 = [
+        "neg_margin_logit",
+        "loss",
+        "label_rank",
+        "neg_resid_share",
+        "det_inst:other_minus_support",
+        "det_inst:vote_other",
+        "syn_inst:other_minus_support",
+        "frames:neg_best_view_support",
+        "frames:other_minus_support",
+        "clips:other_minus_support",
+    ]
     for e in range(a.from_epoch, e_done + 1):
         lo = 0
         cum = {k: np.nanmean(per[k][lo:e], 0) for k in set(stage2) | {"loss", "py"}}

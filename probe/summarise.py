@@ -1,6 +1,7 @@
 """Compact markdown tables from analyse.py's JSON (not for merging).
 
 python probe/summarise.py A.json [--scores s1,s2] [--windows 1-3,1-6] [--epochs 1,3,6]"""
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def main() -> None:
             if s in tab:
                 print(f"| {s} | " + " | ".join(fmt(tab[s][c]) for c in COLS) + " |")
     if a.best:
-        rows = [(v["vs_hard"], v["vs_clean"], w, s) for w, tab in r["windows"].items() for s, v in tab.items()
-                if v["vs_hard"] == v["vs_hard"]]
+        rows = [
+            (v["vs_hard"], v["vs_clean"], w, s)
+            for w, tab in r["windows"].items()
+            for s, v in tab.items()
+            if v["vs_hard"] == v["vs_hard"]
+        ]
         rows.sort(reverse=True)
         print("\nbest vs_hard (window, score): vs_hard / vs_clean")
         for h, c, w, s in rows[: a.best]:

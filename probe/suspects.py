@@ -1,5 +1,6 @@
 """Describe stage-1 suspects (GMM on cumulative loss) per true category (not for merging).
 python probe/suspects.py RUN ROOT LO HI"""
+
 import sys
 from pathlib import Path
 
@@ -18,13 +19,16 @@ tk = {t.key: t for t in load_ground_truth(root) if t.split == "train"}
 g = groups([tk[str(k)] for k in d["train_keys"]], given, true)
 N = len(given)
 ar = np.arange(N)
-pv = softmax(d["video"][lo - 1:hi].astype(np.float32))  # [E, N, C]
+pv = softmax(d["video"][lo - 1 : hi].astype(np.float32))  # [E, N, C]
 loss = -np.log(pv[:, ar, given]).mean(0)
 s, _ = gmm_suspect(loss)
 p = pv.mean(0)
 other = np.where(np.eye(7, dtype=bool)[given], -1, p)
 oc = other.argmax(-1)
-views = {k: softmax(d[k][lo - 1:hi].astype(np.float32)).mean(0) for k in ("synopsis_instance", "detail_instance", "frame_head", "clip_head")}  # [N, V, C]
+views = {
+    k: softmax(d[k][lo - 1 : hi].astype(np.float32)).mean(0)
+    for k in ("synopsis_instance", "detail_instance", "frame_head", "clip_head")
+}  # [N, V, C]
 for name in ("noisy", "easy", "intensity", "short_apex", "distractor"):
     m = s & g[name]
     if not m.any():

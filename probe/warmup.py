@@ -1,6 +1,7 @@
 """Warm-up signals per epoch (not for merging): running train accuracy on the given labels, GMM separation and
 high-component weight of the cumulative loss, Jaccard of consecutive suspect sets, the suspects' precision and
 the accuracy of relabelling suspects to the cumulative argmax. python probe/warmup.py RUN ROOT"""
+
 import sys
 from pathlib import Path
 
@@ -33,5 +34,7 @@ for e in range(1, E + 1):
     rel = (pred[s] == true[s]).mean() if s.any() else float("nan")
     prec = (s & g["noisy"]).sum() / max(s.sum(), 1)
     a = auroc(cum, g["noisy"], g["clean"]) if g["noisy"].any() else float("nan")
-    print(f"ep {e:2d} test {war[e-1]:.3f} train_acc {acc:.3f} sep {info['sep']:.2f} w_hi {info['w_hi']:.2f} "
-          f"suspects {s.sum():4d} jaccard {jac:.2f} prec {prec:.2f} relabel_acc {rel:.2f} cum_loss_auroc {a:.3f}")
+    print(
+        f"ep {e:2d} test {war[e - 1]:.3f} train_acc {acc:.3f} sep {info['sep']:.2f} w_hi {info['w_hi']:.2f} "
+        f"suspects {s.sum():4d} jaccard {jac:.2f} prec {prec:.2f} relabel_acc {rel:.2f} cum_loss_auroc {a:.3f}"
+    )
