@@ -83,6 +83,24 @@ class ProbeRDFER(RDFER):
         )
 
 
+def gmm_suspects(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """2-component GMM on min-max-normalised x; suspect = posterior of the high-mean component > 0.5."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.where(np.isnan(x), np.nanmedian(x), x)  # never-seen samples (drop_last) sit in the middle
+    z = (x - x.min()) / max(x.max() - x.min(), 1e-12)
+    g = GaussianMixture(2, max_iter=50, tol=1e-3, reg_covar=5e-4, random_state=0).fit(z[:, None])
+    hi = int(np.argmax(g.means_.ravel()))
+    return g.predict_proba(z[:, None])[:, hi] > 0.5, {"w_hi": float(g.weights_[hi])}
+
+
+def other_minus_support(logits: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """[N, K, C] view logits -> [N]: mean-over-views probability of the strongest other class minus the label's."""
+    p = torch.as_tensor(logits.astype(np.float32)).softmax(-1).mean(1).numpy()
+    yh = np.eye(p.shape[-1], dtype=bool)[given]
+    return np.where(yh, -1, p).max(-1) - p[yh]
+
+
 def gmm_clean_weights(loss: np.ndarray) -> tuple[np.ndarray, dict]:
     """DivideMix's selection: 2-component GMM on min-max-normalised losses; clean = posterior of the
     low-mean component > 0.5."""
@@ -98,12 +116,42 @@ def gmm_clean_weights(loss: np.ndarray) -> tuple[np.ndarray, dict]:
     }
 
 
+def selector_weights(epoch, loss_log, oms_log, weights, state, info):
+    """The proposed two-stage rule, decided at the start of `epoch` from the logs of the epochs before it.
+    Warm-up: ends at the first epoch whose GMM on the cumulative loss has a minority high component
+    (w_hi < 0.5) and a suspect set stable against the previous epoch's (Jaccard >= 0.8). After it: the
+    statistic is the mean loss since 3 epochs before the warm-up end; stage 1 = GMM suspects (no action if
+    over half the data); stage 2 = noisy if the detail instances give another class more probability than
+    the label on average over the same window, hard otherwise. Weights: noisy 0, else 1."""
+    if state["warm_end"] is None:
+        s, gi = gmm_suspects(np.nanmean(loss_log[:epoch], 0))
+        prev = state["suspects"]
+        jac = (s & prev).sum() / max((s | prev).sum(), 1) if prev is not None else 0.0
+        state["suspects"] = s
+        info.update(w_hi=gi["w_hi"], jaccard=float(jac))
+        if gi["w_hi"] < 0.5 and jac >= 0.8:
+            state["warm_end"] = epoch
+        else:
+            return weights, state
+    lo = max(state["warm_end"] - 3, 0)
+    s, gi = gmm_suspects(np.nanmean(loss_log[lo:epoch], 0))
+    info.update(warm_end=state["warm_end"], w_hi=gi["w_hi"])
+    if s.mean() > 0.5:
+        info["guard"] = "over half suspect: previous weights kept"
+        return weights, state
+    state["suspects"] = s
+    noisy = s & (np.nan_to_num(np.nanmean(oms_log[lo:epoch], 0), nan=-1.0) > 0)
+    return torch.as_tensor((~noisy).astype(np.float32)), state
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--setting", default="symmetric-40", choices=list(SETTINGS))
     ap.add_argument("--variant", default="today", choices=["today", "views"])
-    ap.add_argument("--method", default="ce", choices=["ce", "oracle", "small_loss", "small_loss_cum"])
+    ap.add_argument(
+        "--method", default="ce", choices=["ce", "oracle", "small_loss", "small_loss_cum", "selector"]
+    )
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--warmup", type=int, default=4, help="small_loss: epochs of plain CE first")
     ap.add_argument("--head-weight", type=float, default=0.5)
@@ -172,6 +220,9 @@ def main() -> int:
     test_logits = np.zeros((E, nt, C), np.float16)
     step_loss, step_lr, epochs_info = [], [], []
     weights = torch.ones(n)
+    oms_log = np.full((E, n), np.nan, np.float32)
+    state = {"warm_end": None, "suspects": None}
+    hard_np = np.array([truths[r.key].is_hard for r in train_split.records]) & (given == true)
     test_labels = torch.tensor([r.label for r in test_split.records])
     names = dict(
         video="logits",
@@ -196,13 +247,25 @@ def main() -> int:
             w[known], gi = gmm_clean_weights(last[known])
             weights = torch.as_tensor(w)
             info.update(gi, precision_clean=float((w > 0)[~is_noisy.numpy()].sum() / max((w > 0).sum(), 1)))
+        elif a.method == "selector" and epoch >= 2:
+            weights, state = selector_weights(epoch, loss_log, oms_log, weights, state, info)
+            s_, nz = state["suspects"], weights.numpy() == 0
+            noisy_np = is_noisy.numpy()
+            info.update(
+                noisy_flagged=int(nz.sum()),
+                precision=float((nz & noisy_np).sum() / max(nz.sum(), 1)),
+                recall=float((nz & noisy_np).sum() / max(noisy_np.sum(), 1)),
+                hard_flagged=float((nz & hard_np).sum() / max(hard_np.sum(), 1)),
+                suspects=int(s_.sum()) if s_ is not None else None,
+            )
         model.train()
         set_loader_epoch(tl, epoch)
         for batch in tl:
             x, y, ids = batch["frames"], batch["label"], batch["sample_id"]
             res = model(x)
             w = weights[ids]
-            wn = w * len(w) / w.sum().clamp(min=1e-6)  # per-batch renormalised
+            factor = len(w) / w.sum().clamp(min=1e-6)  # per-batch renormalised
+            wn = w * (factor.clamp(max=2.0) if a.method == "selector" else factor)
             parts = (
                 weighted_ce(res["detail_video_logits"], y, wn, ls)
                 + o.synopsis_weight * weighted_ce(res["synopsis_video_logits"], y, wn, ls)
@@ -232,6 +295,7 @@ def main() -> int:
                 loss_log[epoch, i] = F.cross_entropy(res["logits"].float(), y, reduction="none").numpy()
             step_loss.append(float(parts))
             step_lr.append(sched.get_last_lr()[0])
+        oms_log[epoch] = other_minus_support(rec["detail_instance"][epoch], given)
         model.eval()
         with torch.no_grad():
             pos = 0
