@@ -1,19 +1,25 @@
 """Throughput of the key-expression gather (SPEC §2.4): the rdfer._C op, its twin and the field's code.
 
-Four ways to move the same K*L = 16 frames per video out of T = 64, timed in one run:
+Ways to move the same K*L = 16 frames per video out of T = 64, timed in one run:
   copy    dst.copy_(src) of the output's size: the device's copy bandwidth, the ceiling for a gather
+  bytes   a copy that moves as many bytes (read + written) as the op's useful bytes: op/bytes is the share of
+          the device's copy bandwidth the op reaches
   clone   src.clone(): the same copy into fresh memory, as every op that returns a new tensor writes (on the
           CPU that memory comes from the OS page by page, which costs more than the copy itself)
-  op      torch.ops.rdfer.gather_clips[_normalized] (csrc/)
-  twin    gather_clips_reference: torch advanced indexing
+  op      torch.ops.rdfer.gather_clips[_normalized|_augmented] (csrc/)
+  twin    gather_clips_reference, or gather_clips_augmented_reference (gather, apply_augment per clip, then
+          normalise: the CPU loader's augmentation moved after the gather)
   onehot  the field's formulation, torch.bmm(one_hot [B, KL, T], frames.view(B, T, -1).float())
 GB/s counts the useful bytes (gathered frames read + output written), so the GB/s ratios are speed ratios.
-The summary at the end (from each impl's fastest round) gives each case's op as a share of copy and as a
-multiple of twin and onehot.
+The augmented case draws each clip's parameters with clip_augment_params (crop, flip, colour jitter) and
+passes them on the device, so that its time is the kernel's.
+The summary at the end (from each impl's fastest round) gives each case's op as a share of copy and bytes
+and as a multiple of twin and onehot.
 
     python -m pytest bench/bench_resample.py --benchmark-only
 GPU: B = 128, T = 64, 3x112x112. CPU: B = 8 (RDFER_BENCH_FULL=1 for B = 128).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +27,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
-
 from _timing import rounds, write_after_run
 
+from rdfer.data.augment import clip_augment_params, params_to_tensor
 from rdfer.ops import dispatch
-from rdfer.ops.resample import gather_clips_reference
+from rdfer.ops.resample import gather_clips_augmented_reference, gather_clips_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BATCH = 128 if DEVICE == "cuda" or os.environ.get("RDFER_BENCH_FULL") == "1" else 8
@@ -34,19 +40,23 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Calls per timed round: one synchronisation per round keeps its cost out of a ~0.1 ms GPU gather.
 INNER = 10 if DEVICE == "cuda" else 1
 
-# case -> (frames dtype, out dtype of the normalised gather or None for the plain gather)
+# case -> (frames dtype, out dtype of the normalised gather or None for the plain gather, augmented)
 CASES = {
-    "uint8": (torch.uint8, None),
-    "float32": (torch.float32, None),
-    "uint8->normalised float32": (torch.uint8, torch.float32),
+    "uint8": (torch.uint8, None, False),
+    "float32": (torch.float32, None, False),
+    "uint8->normalised float32": (torch.uint8, torch.float32, False),
+    "uint8->augmented float32": (torch.uint8, torch.float32, True),
 }
-IMPLS = ["copy", "clone", "op", "twin", "onehot"]
+if DEVICE == "cuda":
+    CASES["uint8->augmented bfloat16"] = (torch.uint8, torch.bfloat16, True)
+IMPLS = ["copy", "bytes", "clone", "op", "twin", "onehot"]
+OPS = {False: "rdfer::gather_clips", True: "rdfer::gather_clips_augmented"}
 _SECONDS: dict[str, dict[str, float]] = {}  # case -> impl -> fastest round (seconds): robust on a shared host
 _BYTES: dict[str, int] = {}
 
 
 def _inputs(case: str):
-    dtype, _ = CASES[case]
+    dtype = CASES[case][0]
     g = torch.Generator().manual_seed(0)
     if dtype == torch.uint8:
         frames = torch.randint(0, 256, (BATCH, T, C, H, W), dtype=dtype, generator=g)
@@ -56,14 +66,28 @@ def _inputs(case: str):
     return frames.to(DEVICE), indices.to(DEVICE)
 
 
+def _useful_bytes(case: str, indices: torch.Tensor) -> int:
+    """One call's gathered frames read plus its output written (the same for every impl)."""
+    dtype, out_dtype, _ = CASES[case]
+    item = torch.empty((), dtype=dtype).element_size()
+    out_item = torch.empty((), dtype=out_dtype or dtype).element_size()
+    return indices.numel() * C * H * W * (item + out_item)
+
+
 def _impl(case: str, impl: str, frames: torch.Tensor, indices: torch.Tensor) -> Callable[[], torch.Tensor]:
-    _, out_dtype = CASES[case]
+    _, out_dtype, augmented = CASES[case]
     mean = torch.tensor(MEAN, device=DEVICE)
     std = torch.tensor(STD, device=DEVICE)
+    if impl == "bytes":
+        src = torch.empty(_useful_bytes(case, indices) // 2, dtype=torch.uint8, device=DEVICE)
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
     if impl in ("copy", "clone"):
         src = gather_clips_reference(frames, indices, *((mean, std, out_dtype) if out_dtype else ()))
         dst = torch.empty_like(src)
         return (lambda: dst.copy_(src)) if impl == "copy" else src.clone
+    if augmented:
+        return _augmented_impl(impl, frames, indices, mean, std, out_dtype)
     if impl == "op":
         if out_dtype is None:
             return lambda: torch.ops.rdfer.gather_clips(frames, indices)
@@ -84,6 +108,14 @@ def _impl(case: str, impl: str, frames: torch.Tensor, indices: torch.Tensor) -> 
     return matmul
 
 
+def _augmented_impl(impl, frames, indices, mean, std, out_dtype) -> Callable[[], torch.Tensor]:
+    params = params_to_tensor([clip_augment_params(0, 0, i, H) for i in range(BATCH)]).to(DEVICE)
+    if impl == "op":
+        return lambda: torch.ops.rdfer.gather_clips_augmented(frames, indices, params, mean, std, out_dtype)
+    if impl == "twin":
+        return lambda: gather_clips_augmented_reference(frames, indices, params, mean, std, out_dtype)
+    pytest.skip(f"{impl} has no augmented form")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
@@ -98,11 +130,14 @@ def _summary(request):
 
 def _write_summary(write: Callable[[str], None], name: str) -> None:
     write(f"re-sampling gather, B={BATCH} T={T} K*L={K * L} {C}x{H}x{W} on {name} (GB/s, ratios)")
+    write(
+        "  op/bytes: the op's share of the device's copy bandwidth (augmented gather on a GPU: aim >= 0.70)"
+    )
     for case, seconds in _SECONDS.items():
         gbps = {impl: _BYTES[case] / s / 1e9 for impl, s in seconds.items()}
         line = f"  {case:<26}" + "".join(f" {impl} {gbps[impl]:8.1f}" for impl in IMPLS if impl in gbps)
         if "op" in gbps:
-            refs = [ref for ref in ("copy", "clone", "twin", "onehot") if ref in gbps]
+            refs = [ref for ref in ("copy", "bytes", "clone", "twin", "onehot") if ref in gbps]
             line += "".join(f" | op/{ref} {gbps['op'] / gbps[ref]:6.2f}x" for ref in refs)
         write(line)
 
@@ -111,15 +146,14 @@ def _write_summary(write: Callable[[str], None], name: str) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_gather_throughput(benchmark, case: str, impl: str) -> None:
     built = dispatch.extension() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "rdfer::gather_clips", DEVICE.upper()
+        OPS[CASES[case][2]], DEVICE.upper()
     )
     if impl == "op" and not built:
         pytest.skip(f"rdfer._C not built with {DEVICE} kernels (RDFER_SKIP_EXT=1?)")
     frames, indices = _inputs(case)
     fn = _impl(case, impl, frames, indices)
-    out = fn()
-    # Useful bytes: the gathered input frames read plus the output written (the same for every impl).
-    _BYTES[case] = INNER * (out.numel() * frames.element_size() + out.numel() * out.element_size())
+    fn()
+    _BYTES[case] = INNER * _useful_bytes(case, indices)
     benchmark.group = case
     benchmark.pedantic(rounds(fn, INNER), rounds=20 if DEVICE == "cuda" else 10, warmup_rounds=2)
     if benchmark.stats is not None:

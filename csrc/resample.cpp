@@ -3,6 +3,8 @@
 // rdfer::key_positions, rdfer::clip_indices, rdfer::gather_clips, rdfer::gather_clips_normalized and
 // rdfer::gather_clips_backward. Each one computes exactly what its twin in rdfer/ops/resample.py computes;
 // the fake (meta) implementations and the autograd formulas are registered in Python, next to the twins.
+// rdfer::gather_clips_augmented is declared here with the others; its kernels are in augment.cpp and
+// augment_cuda.cu.
 #include "resample.h"
 
 #include <ATen/Dispatch.h>
@@ -67,19 +69,18 @@ at::Tensor check_backward(const at::Tensor& grad, const at::Tensor& indices, int
 }
 
 std::tuple<at::Tensor, at::Tensor> check_normalize(const at::Tensor& frames, const at::Tensor& mean,
-                                                   const at::Tensor& std, at::ScalarType out_dtype) {
+                                                   const at::Tensor& std, at::ScalarType out_dtype, const char* op) {
   const auto dtype = frames.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kByte || at::isFloatingType(dtype),
-                    "rdfer::gather_clips_normalized: frames must be uint8 or floating, got ", dtype);
+  TORCH_CHECK_VALUE(dtype == at::kByte || at::isFloatingType(dtype), op, ": frames must be uint8 or floating, got ",
+                    dtype);
   TORCH_CHECK_VALUE(out_dtype == at::kFloat || out_dtype == at::kBFloat16 || out_dtype == at::kHalf ||
                         out_dtype == at::kDouble,
-                    "rdfer::gather_clips_normalized: out_dtype must be float32, bfloat16, float16 or float64, got ",
-                    out_dtype);
+                    op, ": out_dtype must be float32, bfloat16, float16 or float64, got ", out_dtype);
   const int64_t channels = frames.size(2);
   auto as_channels = [&](const at::Tensor& v, const char* name) {
     auto flat = v.to(frames.device(), at::kFloat).reshape({-1});
-    TORCH_CHECK_VALUE(flat.numel() == channels || flat.numel() == 1, "rdfer::gather_clips_normalized: ", name,
-                      " must hold 1 or C = ", channels, " values, got ", flat.numel());
+    TORCH_CHECK_VALUE(flat.numel() == channels || flat.numel() == 1, op, ": ", name, " must hold 1 or C = ",
+                      channels, " values, got ", flat.numel());
     return flat.expand({channels}).contiguous();
   };
   return {as_channels(mean, "mean"), as_channels(std, "std")};
@@ -118,6 +119,19 @@ bool frame_is_contiguous(const at::Tensor& frames) {
     expected *= frames.size(d);
   }
   return true;
+}
+
+std::vector<int64_t> resolve_indices(const at::Tensor& indices, int64_t num_frames, const char* op) {
+  const int64_t n = indices.numel();
+  const int64_t* src = indices.data_ptr<int64_t>();
+  std::vector<int64_t> frame(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = src[i] < 0 ? src[i] + num_frames : src[i];
+    TORCH_CHECK_INDEX(t >= 0 && t < num_frames, op, ": index ", src[i], " is out of bounds for ", num_frames,
+                      " frames");
+    frame[i] = t;
+  }
+  return frame;
 }
 
 namespace {
@@ -204,21 +218,6 @@ at::Tensor clip_indices_cpu(const at::Tensor& centers, const at::Tensor& strides
   return out;
 }
 
-// Negative indices count from the end, as in the twin's advanced indexing; anything else out of range is an
-// IndexError. Returns the frame number of every gathered frame, in [0, T).
-std::vector<int64_t> resolve_indices(const at::Tensor& indices, int64_t num_frames, const char* op) {
-  const int64_t n = indices.numel();
-  const int64_t* src = indices.data_ptr<int64_t>();
-  std::vector<int64_t> frame(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = src[i] < 0 ? src[i] + num_frames : src[i];
-    TORCH_CHECK_INDEX(t >= 0 && t < num_frames, op, ": index ", src[i], " is out of bounds for ", num_frames,
-                      " frames");
-    frame[i] = t;
-  }
-  return frame;
-}
-
 template <typename word_t>
 void copy_frame_strided(const at::Tensor& frames, const char* src, char* dst) {
   const int64_t c_n = frames.size(2), h_n = frames.size(3), w_n = frames.size(4);
@@ -266,24 +265,6 @@ at::Tensor gather_clips_cpu(const at::Tensor& frames, const at::Tensor& indices)
     }
   });
   return out;
-}
-
-// One gathered frame, normalised and written channels-last: out[(h*W + w)*C + c] = f(c, src[c, h, w]).
-struct FrameGeometry {
-  int64_t c, h, w, sc, sh, sw;
-};
-
-// kChannels > 0 fixes C at compile time (RGB), so the per-pixel channel loop unrolls.
-template <typename out_t, int kChannels>
-void normalize_u8_frame(const FrameGeometry& g, const uint8_t* src, const out_t* table, out_t* out) {
-  const int64_t channels = kChannels > 0 ? kChannels : g.c;
-  for (int64_t h = 0; h < g.h; ++h) {
-    const uint8_t* row = src + h * g.sh;
-    out_t* o = out + h * g.w * channels;
-    for (int64_t w = 0; w < g.w; ++w) {
-      for (int64_t c = 0; c < channels; ++c) o[w * channels + c] = table[c * 256 + row[w * g.sw + c * g.sc]];
-    }
-  }
 }
 
 template <typename in_t, typename out_t, int kChannels>
@@ -401,6 +382,8 @@ TORCH_LIBRARY(rdfer, m) {
   m.def("gather_clips_normalized(Tensor frames, Tensor indices, Tensor mean, Tensor std, ScalarType out_dtype)"
         " -> Tensor", tags);
   m.def("gather_clips_backward(Tensor grad, Tensor indices, int num_frames) -> Tensor", tags);
+  m.def("gather_clips_augmented(Tensor frames, Tensor indices, Tensor params, Tensor mean, Tensor std,"
+        " ScalarType out_dtype) -> Tensor", tags);
 }
 
 TORCH_LIBRARY_IMPL(rdfer, CPU, m) {

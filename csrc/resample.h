@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define RDFER_HD __host__ __device__ __forceinline__
@@ -70,7 +71,11 @@ at::Tensor check_gather(const at::Tensor& frames, const at::Tensor& indices);
 at::Tensor check_backward(const at::Tensor& grad, const at::Tensor& indices, int64_t num_frames);
 // mean/std as float32 [C] on the frames' device; a single value applies to every channel, as in the twin.
 std::tuple<at::Tensor, at::Tensor> check_normalize(const at::Tensor& frames, const at::Tensor& mean,
-                                                   const at::Tensor& std, at::ScalarType out_dtype);
+                                                   const at::Tensor& std, at::ScalarType out_dtype,
+                                                   const char* op = "rdfer::gather_clips_normalized");
+// CPU: the frame number of every index of `indices` (int64, contiguous, on the CPU), in [0, T). Negative
+// indices count from the end, as in the twin's advanced indexing; anything else out of range is an IndexError.
+std::vector<int64_t> resolve_indices(const at::Tensor& indices, int64_t num_frames, const char* op);
 // [B, K, L, C, H, W] with each frame channels-last, the twin's layout for the normalised output.
 at::Tensor empty_normalized(const at::Tensor& frames, const at::Tensor& indices, at::ScalarType out_dtype);
 // [C, 256] table of the normalised value of every uint8 level, computed with the twin's own ATen ops on the
@@ -81,6 +86,26 @@ float timeline_scale(int64_t num_frames, int64_t instances);
 float half_span(int64_t length);
 // True when each frame's [C, H, W] block is dense in C, H, W order (dims of size 1 do not count).
 bool frame_is_contiguous(const at::Tensor& frames);
+
+// One input frame's sizes and element strides.
+struct FrameGeometry {
+  int64_t c, h, w, sc, sh, sw;
+};
+
+// CPU: one uint8 frame normalised through the [C, 256] table and written channels-last,
+// out[(h*W + w)*C + c] = table[c][src[c, h, w]]. kChannels > 0 fixes C at compile time (RGB), so the
+// per-pixel channel loop unrolls.
+template <typename out_t, int kChannels>
+void normalize_u8_frame(const FrameGeometry& g, const uint8_t* src, const out_t* table, out_t* out) {
+  const int64_t channels = kChannels > 0 ? kChannels : g.c;
+  for (int64_t h = 0; h < g.h; ++h) {
+    const uint8_t* row = src + h * g.sh;
+    out_t* o = out + h * g.w * channels;
+    for (int64_t w = 0; w < g.w; ++w) {
+      for (int64_t c = 0; c < channels; ++c) o[w * channels + c] = table[c * 256 + row[w * g.sw + c * g.sc]];
+    }
+  }
+}
 
 // Calls fn(out_t{}) with the C++ type of a supported out_dtype of the normalised gather.
 template <typename Fn>

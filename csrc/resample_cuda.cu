@@ -1,6 +1,6 @@
 // Key-expression re-sampling (SPEC §2.4): the CUDA kernels of the rdfer:: operators defined in resample.cpp.
 // Out-of-range frame indices trip a device-side assert, as the twin's advanced indexing does on CUDA.
-#include "resample.h"
+#include "resample_cuda.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -19,17 +19,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;        // independent 16-byte loads in flight per thread
 constexpr int64_t kMaxGridY = 65535;
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// The frame an index names: negative indices count from the end, like the twin's advanced indexing.
-__device__ __forceinline__ int64_t frame_of(int64_t index, int64_t num_frames) {
-  const int64_t t = index < 0 ? index + num_frames : index;
-  CUDA_KERNEL_ASSERT(t >= 0 && t < num_frames && "rdfer::gather_clips: index out of bounds");
-  return t;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Indices

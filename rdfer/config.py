@@ -6,6 +6,7 @@ values of the wrong type are errors that name the key; nothing is silently ignor
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,10 +16,9 @@ from typing import Any
 import yaml
 
 PACKAGED = Path(__file__).parent / "configs"
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")  # run.device and every --device
 
-
-class ConfigError(ValueError):
-    pass
+from rdfer.errors import ConfigError
 
 
 @dataclass
@@ -36,9 +36,14 @@ class DataConfig:
     workers: int | None = None  # None: min(cores, 8)
     loader: str = "auto"  # auto | dali | torch
     skip_bad: bool = False
-    # Package's choice: decode each split once and keep its resized frames in RAM (N * T * 3 * size^2 bytes),
-    # for small data trained many times in one process (experiments); the CPU loader then reads from memory.
-    cache_frames: bool = False
+    # Package's choice: the frame cache (rdfer.data.cache). Each clip is decoded once (by DALI on a GPU when
+    # data.loader allows it, else by the CPU loader's workers) into a store on disk ($RDFER_FRAME_CACHE, else
+    # $RDFER_CACHE/frames; N * T * 3 * size^2 bytes, reused by later epochs, folds and runs); batches are then
+    # gathered from it. auto: on the GPU when the split fits beside training's memory, else host memory, else
+    # the disk store itself; decoding every epoch when the disk lacks room. device: on the GPU (a CUDA run);
+    # host: in host memory (pinned buffers feed the GPU); disk: read from the store's memory map;
+    # off: decode every epoch (DALI or the CPU loader, data.loader).
+    cache: str = "auto"
     synth_preset: str = "quick"  # SynthDFER, when dataset is synthetic and root is None
     synth_noise: float = 0.2
     synth_noise_kind: str = "symmetric"  # symmetric | pairs
@@ -117,6 +122,7 @@ _CHOICES = {
     ("data", "dataset"): ("dfew", "ferv39k", "mafw", "manifest", "synthetic"),
     ("data", "source"): (None, "frames", "video"),
     ("data", "loader"): ("auto", "dali", "torch"),
+    ("data", "cache"): ("auto", "off", "device", "host", "disk"),
     ("data", "synth_noise_kind"): ("symmetric", "pairs"),
     ("model", "encoder"): ("resnet18", "resnet50", "small"),
     ("model", "output"): ("detail", "average"),
@@ -157,6 +163,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off (yes/no) as a bool
+            return "on" if value else "off"
     elif hint is dict:
         if isinstance(value, dict):
             return value
@@ -186,15 +194,19 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{section}.{key} must be one of {[c for c in choices if c]}, got {value!r}")
-    m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.robust
+    m, d, o, r, run = cfg.model, cfg.data, cfg.optim, cfg.robust, cfg.run
     checks = [
-        (d.num_frames > 0 and d.num_frames % m.synopsis_frames == 0,
+        (m.synopsis_frames >= 1, f"model.synopsis_frames must be at least 1, got {m.synopsis_frames}"),
+        (m.heads >= 1 and m.lstm_layers >= 1 and m.lstm_hidden >= 1 and m.feature_dim >= 1,
+         "model.heads, model.lstm_layers, model.lstm_hidden and model.feature_dim must be at least 1"),
+        (d.num_frames > 0 and m.synopsis_frames >= 1 and d.num_frames % m.synopsis_frames == 0,
          f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})"),
         (0 < d.crop_scale <= 1, f"data.crop_scale must be in (0, 1], got {d.crop_scale}"),
         (0 <= d.color_jitter < 1, f"data.color_jitter must be in [0, 1), got {d.color_jitter}"),
         (d.image_size >= 16, f"data.image_size must be at least 16, got {d.image_size}"),
         (d.batch_size >= 1, f"data.batch_size must be at least 1, got {d.batch_size}"),
-        ((2 * m.lstm_hidden) % m.heads == 0, f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})"),
+        (d.workers is None or d.workers >= 0, f"data.workers must be 0 or more (or null: automatic), got {d.workers}"),
+        (m.heads >= 1 and (2 * m.lstm_hidden) % m.heads == 0, f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})"),
         (m.clips >= 1 and m.clip_length >= 1, "model.clips and model.clip_length must be at least 1"),
         (not m.tsm or m.synopsis_frames % 4 == 0,
          f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must divide by 4"),
@@ -204,15 +216,35 @@ def validate(cfg: Config) -> Config:
         (o.lr > 0 and o.min_lr >= 0, "optim.lr must be positive and optim.min_lr non-negative"),
         (0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
         (o.max_bad_steps >= 1, "optim.max_bad_steps must be at least 1"),
+        (o.warmup_epochs >= 0, f"optim.warmup_epochs must be 0 or more, got {o.warmup_epochs}"),
+        (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be positive (or null), got {o.grad_clip}"),
+        (run.eval_every >= 1, f"run.eval_every must be at least 1, got {run.eval_every}"),
+        (bool(DEVICE_NAMES.fullmatch(run.device)), f"run.device must be auto, cpu, cuda or cuda:N, got {run.device!r}"),
         (0 <= r.warmup <= 1, f"robust.warmup is a share of epochs in [0, 1], got {r.warmup}"),
         (0 <= r.momentum < 1, f"robust.momentum must be in [0, 1), got {r.momentum}"),
+        (0 <= r.a_min <= 1 and 0 <= r.s_max <= 1, "robust.a_min and robust.s_max must be in [0, 1]"),
+        (r.noisy_weight >= 0, f"robust.noisy_weight must be 0 or more, got {r.noisy_weight}"),
         (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
         (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
+        (d.cache != "device" or cfg.run.device != "cpu",
+         "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e})") from None
 
 
 def parse_override(text: str) -> dict:
@@ -221,7 +253,10 @@ def parse_override(text: str) -> dict:
     parts = key.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=1e-3")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
     return {parts[0]: {parts[1]: value}}
 
 
@@ -245,7 +280,7 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
         _merge(cfg, source, "config")
     elif source is not None:
         path = resolve_path(source)
-        _merge(cfg, yaml.safe_load(path.read_text()) or {}, str(path))
+        _merge(cfg, _read_yaml(path), str(path))
     for text in overrides:
         _merge(cfg, parse_override(text), f"override {text!r}")
     return validate(cfg)
@@ -253,6 +288,10 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
 
 def from_dict(tree: dict) -> Config:
     cfg = Config()
+    # Checkpoints written before the frame cache hold data.cache_frames: it chose where decoded frames were
+    # kept, never what the model saw, so it is dropped rather than refused.
+    if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
+        tree = {**tree, "data": {k: v for k, v in tree["data"].items() if k != "cache_frames"}}
     _merge(cfg, tree, "checkpoint config")
     return validate(cfg)
 

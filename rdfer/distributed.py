@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from rdfer.data.sampling import epoch_order
+from rdfer.runtime import pick_device
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,9 @@ def init(device_name: str) -> tuple[World, torch.device]:
     (NCCL on CUDA, gloo on the CPU); the device of this rank."""
     world = World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                   int(os.environ.get("LOCAL_RANK", 0)))
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={device_name!r} but no CUDA device is available (use auto or cpu)")
-    device = torch.device("cuda", world.local_rank) if use_cuda and world.distributed else None
-    if device is None:
-        device = torch.device("cuda" if use_cuda else "cpu") if device_name == "auto" else torch.device(device_name)
+    device = pick_device(device_name)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world.distributed and not dist.is_initialized():

@@ -12,59 +12,16 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from rdfer import checkpoint, runtime
-from rdfer.config import Config, RunConfig, from_dict, load_config
-from rdfer.data.loader import SkipReport
+from rdfer import cli, runtime
+from rdfer.config import load_config
 from rdfer.data.prepare import build_loader, load_splits
-from rdfer.distributed import World, all_reduce_sum, gather_objects
-from rdfer.metrics import confusion_matrix, summarize
+from rdfer.errors import ConfigError, DataError
+from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
 
 
-@torch.no_grad()
-def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, progress: bool = False):
-    """Video logits [N, C] (float32, CPU), labels [N] and sample ids [N] of every clip the loader yields."""
-    model.eval()
-    logits, labels, ids, skipped = [], [], [], SkipReport()
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
-        skipped.add(batch)
-        if batch["frames"].shape[0] == 0:
-            continue
-        with runtime.autocast(device, run):
-            out = model(batch["frames"].to(device, non_blocking=True))
-        logits.append(out["logits"].float().cpu())
-        labels.append(batch["label"])
-        ids.append(batch["sample_id"])
-    if not logits:
-        raise RuntimeError("evaluation saw no readable clip")
-    return torch.cat(logits), torch.cat(labels), torch.cat(ids), skipped
-
-
-def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False,
-                    world: World = World()) -> dict:
-    """Metrics over the clips the loader yields; under torchrun each rank passes its shard and the confusion
-    matrices are summed, so the result equals one process evaluating every clip."""
-    logits, labels, _, skipped = predict_loader(model, loader, device, run, progress)
-    cm = all_reduce_sum(confusion_matrix(logits.argmax(-1), labels, len(classes)).to(device), world).cpu()
-    metrics = summarize(cm, classes)
-    metrics["skipped"] = gather_objects(skipped.entries, world)
-    return metrics
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> RDFER:
-    """An RDFER model in eval mode from a checkpoint written by rdfer.train (last.pt or best.pt)."""
-    state = checkpoint.load(Path(path))
-    cfg = from_dict(state["config"])
-    model = RDFER(cfg.model, len(state["classes"]), cfg.data.num_frames)
-    model.load_state_dict(state["model"])
-    model.classes = tuple(state["classes"])
-    model.run_config = cfg
-    return model.to(device).eval()
-
-
-def plot_confusion(metrics: dict, classes, path: Path) -> None:
+def plot_confusion(metrics: dict, classes, path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,16 +38,17 @@ def plot_confusion(metrics: dict, classes, path: Path) -> None:
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"WAR {100 * metrics['war']:.2f}  UAR {100 * metrics['uar']:.2f}")
+    heading = f"WAR {100 * metrics['war']:.2f}  UAR {100 * metrics['uar']:.2f}"
+    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rdfer.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a training run")
     p.add_argument("--dataset", help="default: the checkpoint's")
     p.add_argument("--root", help="default: the checkpoint's")
     p.add_argument("--fold", type=int)
@@ -99,38 +57,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out and list them")
-    p.add_argument("--output", help="write the JSON here too")
-    p.add_argument("--png", help="write the confusion matrix as a PNG here")
+    p.add_argument("--output", type=Path, help="write the JSON here too")
+    p.add_argument("--png", type=Path, help="write the confusion matrix as a PNG here")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show tracebacks (also RDFER_DEBUG=1)")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    for path in (args.output, args.png):  # found now, not after the whole evaluation
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"{path}: the folder {path.parent} does not exist")
     device = runtime.pick_device(args.device)
-    model = load_model(args.checkpoint, device)
-    cfg: Config = model.run_config
+    model = RDFER.from_checkpoint(args.checkpoint, device)
     overrides = [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root), ("fold", args.fold),
                                                ("batch_size", args.batch_size), ("workers", args.workers))
-                 if v is not None]
+                 if v is not None]  # fmt: skip
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
-    cfg = load_config(cfg.to_dict(), overrides)
+    cfg = load_config(model.config.to_dict(), overrides)
+    root = cfg.data.root
+    if args.root is None and root is not None and not Path(root).exists():
+        raise DataError(f"{args.checkpoint}: its data.root {root} does not exist here (a path relative to where "
+                        "it was trained?): pass --root")
     progress = not args.no_progress and sys.stderr.isatty()
     train_split, test_split = load_splits(cfg.data, progress)
     split = test_split if args.split == "test" else train_split
     if tuple(split.classes) != model.classes:
-        print(f"error: the checkpoint's classes {model.classes} are not {args.split} split's {split.classes}",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"the checkpoint's classes {model.classes} are not the {args.split} split's "
+                          f"{split.classes}")
     loader = build_loader(split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed,
                           device=device)
     metrics = evaluate_loader(model, loader, device, cfg.run, split.classes, progress)
     result = {"checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "fold": cfg.data.fold,
-              "split": args.split, "classes": list(split.classes), **metrics}
+              "split": args.split, "classes": list(split.classes), **metrics}  # fmt: skip
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        args.output.write_text(text + "\n")
     if args.png:
-        plot_confusion(metrics, split.classes, Path(args.png))
+        title = f"{args.checkpoint} on {cfg.data.dataset} fold {cfg.data.fold} {args.split}"
+        plot_confusion(metrics, split.classes, args.png, title)
     return 0
 
 

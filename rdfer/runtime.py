@@ -7,15 +7,22 @@ import random
 import numpy as np
 import torch
 
-from rdfer.config import RunConfig
+from rdfer.config import DEVICE_NAMES, RunConfig
+from rdfer.errors import ConfigError
 
 
 def pick_device(name: str) -> torch.device:
+    """auto (CUDA when there is one), cpu, cuda or cuda:N; a device that is not here is a ConfigError."""
+    if not DEVICE_NAMES.fullmatch(name):
+        raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name!r} but no CUDA device is available (use auto or cpu)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            there = f"only {count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(f"device {name!r}: this machine has {there} (use auto or cpu)")
     return device
 
 
@@ -38,7 +45,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global random state, as tensors and plain containers (a checkpoint loads with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -46,7 +59,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

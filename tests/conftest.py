@@ -33,6 +33,18 @@ if not HAS_CUDA:
             os.environ["TRITON_INTERPRET"] = _before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def frame_cache(tmp_path_factory):
+    """The frame cache (on by default) writes its stores in a session folder, never in ~/.cache/rdfer."""
+    before = os.environ.get("RDFER_FRAME_CACHE")
+    os.environ["RDFER_FRAME_CACHE"] = str(tmp_path_factory.mktemp("frame-cache"))
+    yield
+    if before is None:
+        del os.environ["RDFER_FRAME_CACHE"]
+    else:
+        os.environ["RDFER_FRAME_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """SynthDFER `tiny` (42 train / 14 test clips, 30% symmetric noise), generated once per test session."""

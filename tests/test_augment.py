@@ -1,4 +1,5 @@
 """Clip-consistent augmentation: parameter sampling and the pixel definition of each step."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rdfer.data.augment import AugmentParams, apply_augment, clip_augment_params, sample_augment, sample_crop
+from rdfer.data.augment import (
+    AugmentParams,
+    apply_augment,
+    clip_augment_params,
+    params_from_tensor,
+    params_to_tensor,
+    sample_augment,
+    sample_crop,
+)
 from rdfer.data.sampling import clip_rng
+from rdfer.ops import dispatch, resample
+from rdfer.ops.resample import gather_clips_augmented_reference, gather_clips_reference
 
 
 def _random_frames(T=5, H=16, W=16, seed=0) -> torch.Tensor:
@@ -140,11 +151,14 @@ def test_sample_crop_follows_torchvision_rule():
         pytest.fail("the replay never fitted")
 
 
-@pytest.mark.parametrize("H,W,ratio,expected", [
-    (100, 100, (3 / 4, 4 / 3), (0, 0, 100, 100)),  # square frame: the whole frame
-    (100, 200, (3 / 4, 4 / 3), (0, 33, 100, 133)),  # too wide: height kept, width = round(100 * 4/3)
-    (200, 100, (3 / 4, 4 / 3), (33, 0, 133, 100)),  # too tall: width kept, height = round(100 / (3/4))
-])
+@pytest.mark.parametrize(
+    "H,W,ratio,expected",
+    [
+        (100, 100, (3 / 4, 4 / 3), (0, 0, 100, 100)),  # square frame: the whole frame
+        (100, 200, (3 / 4, 4 / 3), (0, 33, 100, 133)),  # too wide: height kept, width = round(100 * 4/3)
+        (200, 100, (3 / 4, 4 / 3), (33, 0, 133, 100)),  # too tall: width kept, height = round(100 / (3/4))
+    ],
+)
 def test_sample_crop_fallback_is_centre_crop(H, W, ratio, expected):
     # A scale range no try can fit (area > the frame) forces the fallback.
     assert sample_crop(np.random.default_rng(0), H, W, (2.0, 3.0), ratio) == expected
@@ -169,10 +183,13 @@ def test_rejects_bad_input():
         apply_augment(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), AugmentParams(2, 0, 4, 4, False, 1, 1, 1))
 
 
-@pytest.mark.parametrize("p", [
-    AugmentParams(7, 11, 83, 61, False, 1.0, 1.0, 1.0),  # resize alone: the step most prone to it
-    AugmentParams(7, 11, 83, 61, True, 1.2, 0.8, 1.3),
-])
+@pytest.mark.parametrize(
+    "p",
+    [
+        AugmentParams(7, 11, 83, 61, False, 1.0, 1.0, 1.0),  # resize alone: the step most prone to it
+        AugmentParams(7, 11, 83, 61, True, 1.2, 0.8, 1.3),
+    ],
+)
 def test_result_does_not_depend_on_thread_count(p):
     # Loader workers run torch with 1 thread, the main process with more: batches must not change.
     x = _random_frames(T=32, H=112, W=112, seed=4)
@@ -185,3 +202,232 @@ def test_result_does_not_depend_on_thread_count(p):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, many)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The [B, 8] tensor encoding loaders hand to the augmented gather
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_params_tensor_round_trip():
+    a, b = clip_augment_params(42, 0, 5, 112), AugmentParams(0, 3, 1, 111, True, 1.0, 0.0, 1.4)
+    one = params_to_tensor(a)
+    assert one.shape == (1, 8) and one.dtype == torch.float32
+    assert one[0, :5].tolist() == [a.y0, a.x0, a.h, a.w, float(a.flip)]
+    both = params_to_tensor([a, b])
+    assert both.shape == (2, 8) and torch.equal(both[:1], one)
+    back = params_from_tensor(both)
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    assert back[0] == AugmentParams(
+        a.y0, a.x0, a.h, a.w, a.flip, f32(a.brightness), f32(a.contrast), f32(a.saturation)
+    )
+    assert back[1] == AugmentParams(0, 3, 1, 111, True, 1.0, 0.0, f32(1.4))
+    assert params_to_tensor([]).shape == (0, 8) and params_from_tensor(torch.zeros(0, 8)) == []
+
+
+@pytest.mark.parametrize(
+    "row,match",
+    [
+        ([0.5, 0, 4, 4, 0, 1, 1, 1], "whole pixels"),
+        ([0, float("nan"), 4, 4, 0, 1, 1, 1], "whole pixels"),
+        ([0, 0, 4, 4, 0.5, 1, 1, 1], "flip must be 0 or 1"),
+        ([0, 0, 4, 4, 1, -0.1, 1, 1], "colour factors"),
+        ([0, 0, 4, 4, 1, 1, float("inf"), 1], "colour factors"),
+    ],
+)
+def test_params_from_tensor_rejects_bad_rows(row, match):
+    with pytest.raises(ValueError, match=rf"params\[1\] .*{match}"):
+        params_from_tensor(torch.tensor([[0, 0, 4, 4, 0, 1, 1, 1], row]))
+    with pytest.raises(ValueError, match=r"params must be \[B, 8\]"):
+        params_from_tensor(torch.zeros(2, 7))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The augmented gather (rdfer.ops.resample): twin, op held to the twin, and today's loader path
+#
+# Tolerance, in uint8 levels before the normalisation: on the CPU the op is bit-identical to the twin where
+# the twin resizes with ATen's generic bilinear kernel (H + W > 128, as for 112x112 frames) and ATen's CPU
+# kernels fuse multiply-adds (x86 AVX2/AVX512 builds); elsewhere (smaller frames, whose resize ATen
+# computes channels-last with other roundings, and CUDA, whose resize and mean round differently) at most
+# 1 level, on at most 0.1% of the values.
+# ---------------------------------------------------------------------------------------------------------
+
+MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+HAS_EXT = dispatch.extension() is not None
+needs_ext = pytest.mark.skipif(not HAS_EXT, reason="rdfer._C not built (RDFER_SKIP_EXT=1?)")
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ],
+    ),
+]
+FUSED_CPU = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def _clip_frames(layout: str, batch: int, num_frames: int, size: int, seed: int, device: str) -> torch.Tensor:
+    """uint8 [B, T, 3, size, size] frames in one of the layouts the gathers accept."""
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *s: torch.randint(0, 256, s, dtype=torch.uint8, generator=g)  # noqa: E731
+    if layout == "contiguous":
+        x = make(batch, num_frames, 3, size, size)
+    elif layout == "channels_last":  # [B, T, H, W, C] memory, as a decoder writes it
+        x = make(batch, num_frames, size, size, 3).permute(0, 1, 4, 2, 3)
+    else:  # "cropped": every frame strided inside
+        x = make(batch, num_frames, 3, size + 2, size + 3)[:, :, :, 1:-1, 2:-1]
+    return x.to(device)
+
+
+def _batch_params(batch: int, size: int, seed: int) -> list[AugmentParams]:
+    """clip_augment_params draws, with edge cases forced into all clips but the last: a 1-pixel crop box,
+    the whole frame, flip, and each colour factor at exactly 1 and not."""
+    drawn = [clip_augment_params(seed, 3, i, size) for i in range(batch)]
+    edges = [
+        AugmentParams(size // 2, size - 1, 1, 1, True, 1.3, 0.7, 1.2),
+        AugmentParams(0, 0, size, size, False, 1.0, 1.25, 1.0),
+        AugmentParams(0, 0, size, size, True, 0.8, 1.0, 0.6),
+    ]
+    forced = min(len(edges), batch - 1)
+    return edges[:forced] + drawn[forced:]
+
+
+def _levels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The uint8 levels behind float32 normalised frames [B, K, L, 3, H, W]."""
+    shape = (1, 1, 1, 3, 1, 1)
+    return ((x.cpu() * std.view(shape) + mean.view(shape)) * 255).round()
+
+
+def _assert_levels_close(got: torch.Tensor, want: torch.Tensor, exact: bool) -> None:
+    if exact:
+        assert torch.equal(got, want)
+        return
+    diff = (_levels(got, MEAN, STD) - _levels(want, MEAN, STD)).abs()
+    assert diff.max() <= 1 and diff.mean() <= 1e-3, (diff.max().item(), diff.mean().item())
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    """The public dispatcher, with RDFER_KERNELS=fast: the op or an error, never the twin."""
+    monkeypatch.setenv("RDFER_KERNELS", "fast")
+    return resample.gather_clips_augmented
+
+
+def test_twin_is_augment_then_gather():
+    # The definition: each gathered frame equals that frame of the whole clip augmented first (apply_augment,
+    # today's CPU loader path), then gathered and normalised; per-frame steps, so bit for bit.
+    frames = _clip_frames("contiguous", 3, 9, 21, seed=0, device="cpu")
+    idx = torch.randint(0, 9, (3, 4, 2), generator=torch.Generator().manual_seed(1))
+    params = params_to_tensor(_batch_params(3, 21, seed=2))
+    whole = torch.stack([apply_augment(frames[b], p) for b, p in enumerate(params_from_tensor(params))])
+    want = gather_clips_reference(whole, idx, MEAN, STD, torch.bfloat16)
+    got = gather_clips_augmented_reference(frames, idx, params, MEAN, STD, torch.bfloat16)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "cropped"])
+@pytest.mark.parametrize(
+    ("batch", "num_frames", "size", "clips", "length"),
+    [
+        (1, 5, 112, 4, 4),  # B = 1, T = 5 < K*L = 16: repeated indices
+        (5, 7, 112, 2, 4),  # every edge case at the training size
+        (4, 9, 67, 2, 3),  # odd size, H + W > 128
+        (3, 6, 13, 4, 4),  # small odd size
+    ],
+)
+def test_op_matches_twin(fast, device, layout, batch, num_frames, size, clips, length):
+    frames = _clip_frames(layout, batch, num_frames, size, seed=size, device=device)
+    idx = torch.randint(
+        -num_frames, num_frames, (batch, clips, length), generator=torch.Generator().manual_seed(3)
+    )
+    params = params_to_tensor(_batch_params(batch, size, seed=size + 1))
+    mean, std, idx = MEAN.to(device), STD.to(device), idx.to(device)
+    got = fast(frames, idx, params, mean, std)
+    want = gather_clips_augmented_reference(frames, idx, params, mean, std)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.stride() == want.stride()
+    _assert_levels_close(got, want, exact=device == "cpu" and FUSED_CPU and 2 * size > 128)
+    # Other output dtypes come from the same levels through the same table.
+    assert torch.equal(
+        fast(frames, idx, params.to(device), mean, std, torch.bfloat16), got.to(torch.bfloat16)
+    )
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "cropped"])
+def test_identity_params_give_the_normalized_gather(fast, device, layout):
+    frames = _clip_frames(layout, 2, 6, 17, seed=5, device=device)
+    idx = torch.tensor([[[0, 5, 5]], [[-1, 2, 3]]], device=device)
+    identity = params_to_tensor([AugmentParams.identity(17)] * 2)
+    mean, std = MEAN.to(device), STD.to(device)
+    for out_dtype in (torch.float32, torch.bfloat16):
+        want = torch.ops.rdfer.gather_clips_normalized(frames, idx, mean, std, out_dtype)
+        assert torch.equal(fast(frames, idx, identity, mean, std, out_dtype), want)
+        assert torch.equal(
+            gather_clips_augmented_reference(frames, idx, identity, mean, std, out_dtype), want
+        )
+
+
+@needs_ext
+def test_op_matches_todays_loader_path(fast):
+    # The loader today: apply_augment on all T frames with the drawn (float64) parameters, then the normalised
+    # gather. The op reads the parameters as float32, so (1 - factor) may round differently: within tolerance.
+    frames = _clip_frames("contiguous", 2, 8, 112, seed=7, device="cpu")
+    idx = torch.randint(0, 8, (2, 4, 4), generator=torch.Generator().manual_seed(8))
+    drawn = [clip_augment_params(42, 1, i, 112) for i in range(2)]
+    whole = torch.stack([apply_augment(frames[b], p) for b, p in enumerate(drawn)])
+    want = torch.ops.rdfer.gather_clips_normalized(whole, idx, MEAN, STD, torch.float32)
+    _assert_levels_close(fast(frames, idx, params_to_tensor(drawn), MEAN, STD), want, exact=False)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_shapes(fast, device):
+    frames = _clip_frames("contiguous", 2, 4, 5, seed=9, device=device)
+    params = params_to_tensor([AugmentParams.identity(5)] * 2)
+    for idx in (torch.zeros(2, 0, 4, dtype=torch.long), torch.zeros(2, 3, 0, dtype=torch.long)):
+        got = fast(frames, idx.to(device), params, MEAN, STD)
+        assert got.shape == gather_clips_augmented_reference(frames, idx.to(device), params, MEAN, STD).shape
+    assert fast(frames[:0], torch.zeros(0, 2, 2, dtype=torch.long), params[:0], MEAN, STD).shape[0] == 0
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda f, i, p: (f.float(), i, p), ValueError, "frames must be uint8"),
+        (lambda f, i, p: (f[:, :, :2], i, p), ValueError, r"3 \(RGB\) channels"),
+        (lambda f, i, p: (f, i, p[:, :7]), ValueError, r"params must be \[B, 8\]"),
+        (lambda f, i, p: (f, i, p[:1]), ValueError, r"params must be \[B, 8\].*B = 2"),
+        (lambda f, i, p: (f, i, p.int()), ValueError, "params must be float32"),
+        (lambda f, i, p: (f, i.float(), p), ValueError, "indices must be int64 or int32"),
+        (lambda f, i, p: (f, i + 8, p), IndexError, "index 8 is out of bounds for 8 frames"),
+        (lambda f, i, p: (f, i, _with(p, 0, 2.5)), ValueError, r"params\[1\] crop box .* whole pixels"),
+        (
+            lambda f, i, p: (f, i, _with(p, 0, 1.0)),
+            ValueError,
+            r"params\[1\] crop box .* does not fit in 6x6",
+        ),
+        (lambda f, i, p: (f, i, _with(p, 1, -1.0)), ValueError, "does not fit in 6x6"),
+        (lambda f, i, p: (f, i, _with(p, 3, 0.0)), ValueError, "does not fit in 6x6"),
+        (lambda f, i, p: (f, i, _with(p, 4, 2.0)), ValueError, "flip must be 0 or 1"),
+        (lambda f, i, p: (f, i, _with(p, 6, -0.5)), ValueError, "colour factors"),
+    ],
+)
+def test_clear_errors(change, error, match):
+    frames = torch.zeros(2, 8, 3, 6, 6, dtype=torch.uint8)
+    idx = torch.zeros(2, 2, 2, dtype=torch.long)
+    params = params_to_tensor([AugmentParams.identity(6)] * 2)
+    with pytest.raises(error, match=match):
+        torch.ops.rdfer.gather_clips_augmented(*change(frames, idx, params), MEAN, STD, torch.float32)
+
+
+def _with(params: torch.Tensor, column: int, value: float) -> torch.Tensor:
+    """params with clip 1's `column` set to value."""
+    out = params.clone()
+    out[1, column] = value
+    return out

@@ -14,9 +14,8 @@ from rdfer.kernels import attention_gate as gate_kernels
 
 from rdfer.config import load_config
 from rdfer.models import RDFER
-from rdfer.ops.agreement import AgreementParams
 from rdfer.robust.loss import rdfer_loss
-from rdfer.robust.memory import AgreementMemory
+from rdfer.robust.memory import AgreementSelector
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STEPS, BATCH, FRAMES, CLASSES = 4, 4, 16, 7
@@ -47,20 +46,22 @@ def train(kernels: bool, monkeypatch,
                              "agreement": (agreement_kernels, "_agreement_kernel")})
     cfg = mini_config()
     torch.manual_seed(0)
-    model = RDFER(cfg, CLASSES, FRAMES).to(DEVICE).train()
+    model = RDFER(cfg, [str(c) for c in range(CLASSES)]).to(DEVICE).train()
     # SGD: its steps scale with the gradients, so rounding-level differences stay rounding-level (Adam's first
     # steps are sign(g) * lr, which turns a rounding difference in a near-zero gradient into a full step).
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (2 * BATCH, FRAMES, 3, 24, 24), dtype=torch.uint8, generator=g).to(DEVICE)
     labels = torch.randint(0, CLASSES, (2 * BATCH,), generator=g).to(DEVICE)
-    memory = AgreementMemory(2 * BATCH, device=DEVICE)
-    params = AgreementParams(relabel=True, relabel_margin=0.3)
+    robust = load_config(None, ["robust.relabel=true", "robust.relabel_margin=0.3", "robust.warmup=0.25"]).robust
+    selector = AgreementSelector(robust, 2 * BATCH, epochs=STEPS, device=DEVICE)
     losses = []
     for step in range(STEPS):
         ids = torch.arange(BATCH, device=DEVICE) + BATCH * (step % 2)
         out = model(frames[ids], generator=torch.Generator().manual_seed(100 + step))
-        stats = memory.observe(out["detail_instance_logits"], labels[ids], ids, params, warm=step >= 1)
+        stats = selector.assess(out, labels[ids], ids)
+        selector.commit(ids, stats.rows, torch.tensor(True, device=DEVICE))
+        selector.end_epoch(step)  # warm after the first step, as robust.warmup=0.25 of 4
         loss, _ = rdfer_loss(out, stats.target, stats.weight, cfg.optim, FRAMES)
         opt.zero_grad()
         loss.backward()

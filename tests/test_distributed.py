@@ -35,7 +35,7 @@ def test_two_processes_train_and_report_what_one_process_measures(tiny_config, t
     state = checkpoint.load(tmp_path / "run" / "last.pt")
     assert state["world"] == 2
     # 42 clips dealt to 2 ranks, 21 each, 5 steps of 4: 40 samples seen, and every rank's rows reached rank 0.
-    assert int((state["memory"]["category"] >= 0).sum()) == 40
+    assert int((state["selector"]["category"] >= 0).sum()) == 40
     assert evaluate_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--no-progress"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert single["num_clips"] == 14
@@ -46,7 +46,8 @@ def test_a_rank_that_dies_ends_the_job_and_one_process_resumes_its_last_checkpoi
     script = tmp_path / "dies.py"
     script.write_text(textwrap.dedent("""
         import os, signal, sys
-        import rdfer.train as t
+        import rdfer.training as t
+        from rdfer.train import main
         real, calls = t.rdfer_loss, [0]
         def loss(*args, **kwargs):
             calls[0] += 1
@@ -54,7 +55,7 @@ def test_a_rank_that_dies_ends_the_job_and_one_process_resumes_its_last_checkpoi
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*args, **kwargs)
         t.rdfer_loss = loss
-        sys.exit(t.main(sys.argv[1:]))
+        sys.exit(main(sys.argv[1:]))
     """))
     cfg = tiny_config(tmp_path / "run")
     run = torchrun(cfg, tmp_path, script=(str(script),))

@@ -20,7 +20,7 @@ from PIL import Image
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 (the face detector) is not installed")
 
-from rdfer import faces  # noqa: E402
+from rdfer.data import faces  # noqa: E402
 from rdfer.data.records import DataError  # noqa: E402
 from rdfer.data.sampling import uniform_indices  # noqa: E402
 

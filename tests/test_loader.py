@@ -1,4 +1,5 @@
 """Frame IO and the CPU clip loader on tiny datasets made in tmp_path, and the committed bad-input files."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,13 +13,15 @@ import torch
 from PIL import Image
 
 from rdfer.data import frames as frames_module
-from rdfer.data.augment import apply_augment, clip_augment_params
+from rdfer.data.augment import (
+    PARAM_COLUMNS,
+    clip_augment_params,
+    params_to_tensor,
+)
 from rdfer.data.frames import count_frames, list_frames, read_clip, verify_record
 from rdfer.data.loader import (
     ClipDataset,
     SkipReport,
-    cache_split_frames,
-    clear_frame_cache,
     load_clip_frames,
     make_loader,
     set_loader_epoch,
@@ -71,9 +74,12 @@ def write_video(path: Path, clip: int, n: int, codec: str, size: int = 32) -> Pa
 
 
 def make_split(records: list[tuple[Path, int]], name: str = "test") -> Split:
-    return Split("synthetic", name, ("a", "b", "c"), [
-        ClipRecord(sample_id=i, key=p.name, path=p, label=label) for i, (p, label) in enumerate(records)
-    ])
+    return Split(
+        "synthetic",
+        name,
+        ("a", "b", "c"),
+        [ClipRecord(sample_id=i, key=p.name, path=p, label=label) for i, (p, label) in enumerate(records)],
+    )
 
 
 def assert_frames_match_sources(frames: torch.Tensor, clip: int, n: int, tol: int = 4) -> None:
@@ -87,10 +93,12 @@ def assert_frames_match_sources(frames: torch.Tensor, clip: int, n: int, tol: in
 @pytest.fixture
 def folder_split(tmp_path: Path) -> Split:
     lengths = [3, 8, 13, 5, 20, 1, 9]  # shorter and longer than T, one single-frame clip
-    return make_split([
-        (write_frame_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
-        for c, n in enumerate(lengths)
-    ])
+    return make_split(
+        [
+            (write_frame_folder(tmp_path / f"clip{c}", c, n, ext=".png" if c == 3 else ".jpg"), c % 3)
+            for c, n in enumerate(lengths)
+        ]
+    )
 
 
 # ---- frame IO -------------------------------------------------------------------------------------------
@@ -210,8 +218,9 @@ def test_skip_bad_drops_and_lists_every_bad_clip(tmp_path, folder_split, workers
     good = [(r.path, r.label) for r in folder_split.records]
     records = good[:2] + [(p, 0) for p, _, _ in bad.values()] + good[2:]
     split = make_split(records)
-    loader = make_loader(split, batch_size=3, train=False, num_frames=T, image_size=SIZE,
-                         workers=workers, skip_bad=True)
+    loader = make_loader(
+        split, batch_size=3, train=False, num_frames=T, image_size=SIZE, workers=workers, skip_bad=True
+    )
     report = SkipReport()
     seen = []
     for batch in loader:
@@ -222,9 +231,19 @@ def test_skip_bad_drops_and_lists_every_bad_clip(tmp_path, folder_split, workers
     bad_ids = set(range(2, 2 + len(bad)))
     assert seen == [i for i in range(len(records)) if i not in bad_ids]  # every good clip, in order
     assert len(report) == len(bad)
-    for (_, named, words), entry in zip(bad.values(), report.entries):
+    for (_, named, words), entry in zip(bad.values(), report.entries, strict=True):
         assert named in entry and words in entry
     assert report.summary().startswith(f"skipped {len(bad)} clips:")
+
+
+def test_a_training_batch_of_bad_clips_is_empty_with_its_params_to_tensor(tmp_path):
+    bad = _bad_inputs(tmp_path)
+    split = make_split([(bad[c][0], 0) for c in ("corrupt.jpg", "missing")])
+    (batch,) = make_loader(
+        split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0, skip_bad=True
+    )
+    assert batch["frames"].shape == (0, T, 3, SIZE, SIZE) and batch["augment"].shape == (0, 8)
+    assert len(batch["skipped"]) == 2
 
 
 # ---- the loader -----------------------------------------------------------------------------------------
@@ -236,8 +255,8 @@ def test_eval_pass_covers_every_clip_once_in_order(folder_split):
     for batch in loader:
         assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape[1:] == (T, 3, SIZE, SIZE)
         assert batch["label"].dtype == torch.int64 and batch["sample_id"].dtype == torch.int64
-        assert batch["skipped"] == []
-        for frames, sid in zip(batch["frames"], batch["sample_id"].tolist()):
+        assert batch["skipped"] == [] and "augment" not in batch
+        for frames, sid in zip(batch["frames"], batch["sample_id"].tolist(), strict=True):
             n = len(list_frames(folder_split.records[sid].path))
             assert_frames_match_sources(frames, sid, n)  # eval: resize only, no augmentation
         ids += batch["sample_id"].tolist()
@@ -253,12 +272,16 @@ def test_eval_is_deterministic_across_epochs(folder_split):
     assert torch.equal(a, ds[4]["frames"])
 
 
-def test_train_sample_is_the_augmented_eval_sample(folder_split):
-    train = ClipDataset(folder_split, T, SIZE, train=True, seed=11)
+def test_train_sample_is_the_eval_sample_plus_its_augmentation(folder_split):
+    train = ClipDataset(folder_split, T, SIZE, train=True, seed=11, augment={"jitter": 0.3})
     train.set_epoch(2)
-    plain = ClipDataset(folder_split, T, SIZE, train=False)[4]["frames"]
-    expected = apply_augment(plain, clip_augment_params(11, 2, 4, SIZE))
-    assert torch.equal(train[4]["frames"], expected)
+    plain = ClipDataset(folder_split, T, SIZE, train=False)[4]
+    sample = train[4]
+    assert "augment" not in plain
+    assert torch.equal(sample["frames"], plain["frames"])  # the loader never touches the pixels
+    params = clip_augment_params(11, 2, 4, SIZE, jitter=0.3)
+    assert sample["augment"].dtype == torch.float32 and sample["augment"].shape == (len(PARAM_COLUMNS),)
+    assert torch.equal(sample["augment"], params_to_tensor([params])[0])
 
 
 def _collect(loader) -> list[dict]:
@@ -267,42 +290,60 @@ def _collect(loader) -> list[dict]:
 
 def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b):
-        for k in ("frames", "label", "sample_id"):
-            assert torch.equal(x[k], y[k]), k
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in ("frames", "label", "sample_id", "augment"):
+            if k in x:
+                assert torch.equal(x[k], y[k]), k
         assert x["skipped"] == y["skipped"]
 
 
 def test_train_order_and_augmentation_are_pure_functions_of_seed_and_epoch(folder_split):
     def run(seed, epoch):
-        return _collect(make_loader(folder_split, batch_size=3, train=True, num_frames=T, image_size=SIZE,
-                                    workers=0, seed=seed, epoch=epoch))
+        return _collect(
+            make_loader(
+                folder_split,
+                batch_size=3,
+                train=True,
+                num_frames=T,
+                image_size=SIZE,
+                workers=0,
+                seed=seed,
+                epoch=epoch,
+            )
+        )
 
     first = run(42, 0)
     assert len(first) == 2  # 7 clips, batch 3: the partial batch is dropped in training
     order = epoch_order(len(folder_split), 42, 0)
     assert torch.cat([b["sample_id"] for b in first]).tolist() == order[:6].tolist()
+    for b in first:
+        want = [clip_augment_params(42, 0, s, SIZE) for s in b["sample_id"].tolist()]
+        assert torch.equal(b["augment"], params_to_tensor(want))
     _assert_same_batches(first, run(42, 0))
 
     second = run(42, 1)
-    by_id = {int(s): f for b in first for s, f in zip(b["sample_id"], b["frames"])}
-    by_id_e1 = {int(s): f for b in second for s, f in zip(b["sample_id"], b["frames"])}
+    by_id = {int(s): a for b in first for s, a in zip(b["sample_id"], b["augment"], strict=True)}
+    by_id_e1 = {int(s): a for b in second for s, a in zip(b["sample_id"], b["augment"], strict=True)}
     common = set(by_id) & set(by_id_e1)
-    assert common and any(not torch.equal(by_id[i], by_id_e1[i]) for i in common)  # new epoch, new aug
+    assert common and all(not torch.equal(by_id[i], by_id_e1[i]) for i in common)  # new epoch, new aug
 
 
 def test_set_loader_epoch_matches_a_fresh_loader(folder_split):
     loader = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0)
     set_loader_epoch(loader, 5)
-    fresh = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0,
-                        epoch=5)
+    fresh = make_loader(
+        folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0, epoch=5
+    )
     _assert_same_batches(_collect(loader), _collect(fresh))
 
 
 def test_workers_do_not_change_batches(folder_split):
     kwargs = dict(batch_size=3, train=True, num_frames=T, image_size=SIZE, seed=3, epoch=1)
-    _assert_same_batches(_collect(make_loader(folder_split, workers=0, **kwargs)),
-                         _collect(make_loader(folder_split, workers=2, **kwargs)))
+    _assert_same_batches(
+        _collect(make_loader(folder_split, workers=0, **kwargs)),
+        _collect(make_loader(folder_split, workers=2, **kwargs)),
+    )
 
 
 def test_train_loader_rejects_split_smaller_than_batch(folder_split):
@@ -311,8 +352,9 @@ def test_train_loader_rejects_split_smaller_than_batch(folder_split):
 
 
 def test_custom_sampler_overrides_order(folder_split):
-    loader = make_loader(folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE, workers=0,
-                         sampler=[6, 0, 3])
+    loader = make_loader(
+        folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE, workers=0, sampler=[6, 0, 3]
+    )
     assert torch.cat([b["sample_id"] for b in loader]).tolist() == [6, 0, 3]
 
 
@@ -323,61 +365,17 @@ def test_distributed_sampler_shards_the_split(folder_split):
     for rank in (0, 1):
         # DistributedSampler only needs len(): the Split itself will do.
         sampler = DistributedSampler(folder_split, num_replicas=2, rank=rank, shuffle=True, seed=42)
-        loader = make_loader(folder_split, batch_size=2, train=True, num_frames=T, image_size=SIZE, workers=0,
-                             sampler=sampler, epoch=3)
+        loader = make_loader(
+            folder_split,
+            batch_size=2,
+            train=True,
+            num_frames=T,
+            image_size=SIZE,
+            workers=0,
+            sampler=sampler,
+            epoch=3,
+        )
         assert sampler.epoch == 3
         ids += torch.cat([b["sample_id"] for b in loader]).tolist()
     # 7 clips padded to 8 (one repeated), 4 per rank, 2 full batches each: both ranks together see every clip.
     assert len(ids) == 8 and sorted(set(ids)) == list(range(7))
-
-
-# ---- the in-memory frame cache (data.cache_frames) ------------------------------------------------------
-
-
-@pytest.fixture
-def empty_cache():
-    clear_frame_cache()
-    yield
-    clear_frame_cache()
-
-
-@pytest.mark.parametrize("train", [False, True])
-def test_cached_frames_give_the_decoded_batches(folder_split, empty_cache, monkeypatch, train):
-    kwargs = dict(batch_size=2, train=train, num_frames=T, image_size=SIZE, seed=3, epoch=2)
-    decoded = _collect(make_loader(folder_split, workers=0, **kwargs))
-    assert cache_split_frames(folder_split, T, SIZE, workers=2, progress=False) == len(folder_split)
-    assert cache_split_frames(folder_split, T, SIZE, workers=0, progress=False) == 0  # already there
-
-    def no_decoding(*args, **kw):
-        raise AssertionError("a cached clip was decoded again")
-
-    monkeypatch.setattr("rdfer.data.loader.load_clip_frames", no_decoding)
-    for workers in (0, 2):  # forked workers read the parent's cache
-        _assert_same_batches(_collect(make_loader(folder_split, workers=workers, **kwargs)), decoded)
-
-
-def test_cache_is_per_frame_count_and_size(folder_split, empty_cache):
-    cache_split_frames(folder_split, T, SIZE, workers=0, progress=False)
-    assert cache_split_frames(folder_split, T, SIZE + 8, workers=0, progress=False) == len(folder_split)
-    batch = next(iter(make_loader(folder_split, batch_size=2, train=False, num_frames=T, image_size=SIZE + 8,
-                                  workers=0)))
-    assert batch["frames"].shape[-2:] == (SIZE + 8, SIZE + 8)
-
-
-def test_bad_clips_stay_uncached_and_fail_as_usual(tmp_path, folder_split, empty_cache):
-    path, named, _ = _bad_inputs(tmp_path)["truncated.jpg"]
-    split = make_split([(r.path, r.label) for r in folder_split.records] + [(path, 0)])
-    cache_split_frames(split, T, SIZE, workers=0, progress=False)
-    with pytest.raises(DataError, match=named):
-        list(make_loader(split, batch_size=4, train=False, num_frames=T, image_size=SIZE, workers=0))
-    batches = list(make_loader(split, batch_size=4, train=False, num_frames=T, image_size=SIZE, workers=0,
-                               skip_bad=True))
-    assert sum(len(b["skipped"]) for b in batches) == 1
-
-
-def test_filling_the_cache_leaves_the_global_rng_alone(folder_split, empty_cache):
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    cache_split_frames(folder_split, T, SIZE, workers=2, progress=False)
-    assert torch.equal(torch.rand(3), expected)

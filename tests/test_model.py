@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rdfer.config import load_config
+from rdfer.errors import CheckpointError, ConfigError
 from rdfer.models import RDFER
 from rdfer.models.encoder import FrameEncoder, load_pretrained, temporal_shift
 from rdfer.models.sequence import AttentionGate, SequenceHead
@@ -13,6 +14,9 @@ def small_config(**extra):
     return load_config(None, base + [f"{k}={v}" for k, v in extra.items()])
 
 
+CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+
+
 def frames(b=3, t=16, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (b, t, 3, size, size), dtype=torch.uint8, generator=g)
@@ -20,7 +24,7 @@ def frames(b=3, t=16, size=32, seed=0):
 
 def test_output_shapes_and_index_ranges():
     cfg = small_config()
-    model = RDFER(cfg)  # classes from data.dataset (synthetic: DFEW's 7)
+    model = RDFER(cfg, CLASSES)
     out = model(frames())
     assert out["logits"].shape == (3, 7)
     assert out["synopsis_instance_logits"].shape == (3, 8, 7)
@@ -34,7 +38,7 @@ def test_output_shapes_and_index_ranges():
 
 def test_gradients_reach_both_streams_and_every_trained_parameter():
     torch.manual_seed(0)
-    model = RDFER(small_config(), 7, 16)
+    model = RDFER(small_config(), CLASSES)
     out = model(frames())
     loss = out["logits"].sum() + out["synopsis_video_logits"].sum() + out["synopsis_instance_logits"].sum()
     loss.backward()
@@ -45,7 +49,7 @@ def test_gradients_reach_both_streams_and_every_trained_parameter():
 
 
 def test_learned_positions_head_trains_through_the_l1_term():
-    model = RDFER(small_config(**{"model.learned_positions": "true"}), 7, 16)
+    model = RDFER(small_config(**{"model.learned_positions": "true"}), CLASSES)
     out = model(frames())
     assert out["predicted_positions"].shape == (3, 4)
     out["predicted_positions"].sum().backward()
@@ -53,7 +57,7 @@ def test_learned_positions_head_trains_through_the_l1_term():
 
 
 def test_eval_is_deterministic_and_train_samples_randomly():
-    model = RDFER(small_config(), 7, 16).eval()
+    model = RDFER(small_config(), CLASSES).eval()
     x = frames()
     a, b = model(x), model(x)
     assert torch.equal(a["logits"], b["logits"])
@@ -65,20 +69,46 @@ def test_eval_is_deterministic_and_train_samples_randomly():
     assert not torch.equal(c, model(x)["synopsis_indices"])
 
 
+def test_augmenting_inside_the_gather_equals_augmenting_the_clip_first():
+    from rdfer.data.augment import apply_augment, clip_augment_params, params_to_tensor
+
+    model = RDFER(small_config(), CLASSES).eval()
+    x = frames(b=2)
+    params = [clip_augment_params(0, 3, i, 32, scale=(0.3, 1.0), jitter=0.4) for i in range(2)]
+    inside = model(x, augment=params_to_tensor(params))
+    first = model(torch.stack([apply_augment(x[i], p) for i, p in enumerate(params)]))
+    torch.testing.assert_close(inside["logits"], first["logits"], rtol=1e-4, atol=1e-4)
+    identity = params_to_tensor([clip_augment_params(0, 0, 0, 32, scale=(1.0, 1.0), jitter=0.0)] * 2)
+    plain = model(x)["logits"]
+    assert not torch.allclose(inside["logits"], plain)
+    flipless = identity.clone()
+    flipless[:, 4] = 0
+    torch.testing.assert_close(model(x, augment=flipless)["logits"], plain, rtol=0, atol=0)
+
+
 def test_average_output_option():
     cfg = small_config(**{"model.output": "average"})
-    out = RDFER(cfg, 7, 16).eval()(frames())
+    out = RDFER(cfg, CLASSES).eval()(frames())
     torch.testing.assert_close(out["logits"], 0.5 * (out["detail_video_logits"] + out["synopsis_video_logits"]))
 
 
-def test_more_clips_than_classes_is_an_error():
-    with pytest.raises(ValueError, match="cannot exceed the number of classes"):
-        RDFER(small_config(), num_classes=3, num_frames=16)
+def test_fewer_classes_than_clips_uses_one_clip_per_class():
+    model = RDFER(small_config(), ("negative", "neutral", "positive"))
+    out = model(frames())
+    assert model.clips == 3 and out["detail_instance_logits"].shape == (3, 3, 3)
+    assert out["clip_indices"].shape == (3, 3, 2) and out["logits"].shape == (3, 3)
+
+
+def test_the_model_is_built_from_a_config_and_class_names():
+    with pytest.raises(TypeError, match="rdfer.Config"):
+        RDFER(small_config().model, CLASSES)
+    with pytest.raises(ValueError, match="at least 2 class names"):
+        RDFER(small_config(), ("only",))
 
 
 def test_bad_input_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
-        RDFER(small_config(), 7, 16)(torch.zeros(2, 16, 32, 32, 3, dtype=torch.uint8))
+        RDFER(small_config(), CLASSES)(torch.zeros(2, 16, 32, 32, 3, dtype=torch.uint8))
 
 
 def test_temporal_shift_by_hand():
@@ -141,5 +171,31 @@ def test_load_pretrained_strict_with_a_clear_report(tmp_path):
     text = str(info.value)
     assert "bad.pth" in text and "missing (" in text and "layer4.1.conv1.weight" in text
     assert "unexpected (1): layer9.weight" in text and "conv1.weight: file (64, 3, 3, 3) vs model (64, 3, 7, 7)" in text
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(ConfigError, match="never downloads"):
         load_pretrained(target, tmp_path / "absent.pth")
+
+
+def test_the_fields_ms_celeb_resnet18_loads_as_it_is_distributed(tmp_path):
+    # ijba_res18_naive.pth.tar's layout: {'state_dict': ...}, a DataParallel 'module.' prefix, and a 'feature'
+    # embedding before the 'fc' identity classifier (made here with the same keys: no download).
+    source = FrameEncoder("resnet18", 512, tsm=False)
+    state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
+    state |= {"module.feature.weight": torch.randn(256, 512), "module.feature.bias": torch.randn(256),
+              "module.fc.weight": torch.randn(8631, 256), "module.fc.bias": torch.randn(8631)}
+    path = tmp_path / "ijba_res18_naive.pth.tar"
+    torch.save({"state_dict": state, "epoch": 30, "arch": "resnet18"}, path)
+    target = FrameEncoder("resnet18", 512, tsm=False)
+    assert load_pretrained(target, path) == ["fc.bias", "fc.weight", "feature.bias", "feature.weight"]
+    for name, value in source.backbone.state_dict().items():
+        assert torch.equal(target.backbone.state_dict()[name], value), name
+
+
+def test_pretrained_file_that_would_run_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"conv1.weight": Payload()}}, path)
+    with pytest.raises(CheckpointError, match="evil.pth: not loadable as tensors"):
+        load_pretrained(FrameEncoder("small", 16, tsm=False), path)

@@ -80,7 +80,7 @@ def test_reduced_experiment_writes_every_report(reduced):
     assert json.loads((out / "results.json").read_text())["runs"][0]["setting"] == "symmetric-0"
     md = (out / "results.md").read_text()
     assert md.count("| symmetric-40 |") == 9 and "Targets (issue 7)" in md  # 3 tables, 3 methods
-    assert report["generator"]["preset"] == "tiny" and report["config"]["data"]["cache_frames"]
+    assert report["generator"]["preset"] == "tiny" and report["config"]["data"]["cache"] == "auto"
 
 
 def test_reduced_experiment_flips_exactly_the_asked_share_and_judges_it(reduced):

@@ -15,7 +15,7 @@ pytest.importorskip("cv2", reason="opencv-python-headless<5 (the face detector) 
 
 from test_faces import feat_media  # noqa: E402,F401  (the session fixture with the cached videos)
 
-from rdfer import faces  # noqa: E402
+from rdfer.data import faces  # noqa: E402
 from rdfer.data.sampling import uniform_indices  # noqa: E402
 
 _TRAINED: dict = {}
@@ -25,7 +25,7 @@ _TRAINED: dict = {}
 def checkpoint(tiny_config, tmp_path_factory):
     """A tiny RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips) trained once per session."""
     if "path" not in _TRAINED:
-        from rdfer.train import train
+        from rdfer.training import train
 
         out = tmp_path_factory.mktemp("predict_ckpt")
         train(tiny_config(out, "optim.epochs=1"), progress=False)
@@ -113,7 +113,7 @@ def test_frame_folder_is_taken_as_face_crops(feat_media, checkpoint, tmp_path):
 
 
 def test_cli_predicts_a_folder_of_videos_with_plots(feat_media, checkpoint, tmp_path, capsys):
-    from rdfer.predict import main
+    from rdfer.prediction import main
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -127,7 +127,7 @@ def test_cli_predicts_a_folder_of_videos_with_plots(feat_media, checkpoint, tmp_
     names = ("WolfgangLanger_Pexels.mp4", "single_face.mp4")  # sorted by name
     assert [r["video"] for r in results] == [str(folder / n) for n in names]
     assert json.loads((tmp_path / "out.json").read_text()) == results
-    for name in ("WolfgangLanger_Pexels", "single_face"):
+    for name in names:  # named by the whole file name: a.mp4 and a.mov would not share a plot
         with Image.open(plots / f"{name}.png") as img:
             assert img.format == "PNG" and img.size[0] > 400
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rdfer.errors import ConfigError
 from rdfer.data.datasets import DATASETS, classes_of, load_split, manifest_files, num_folds
 from rdfer.data.dfew import DFEW_CLASSES, dfew_split_file, read_dfew
 from rdfer.data.ferv39k import FERV39K_CLASSES, ferv39k_split_file, read_ferv39k
@@ -238,7 +239,7 @@ def test_ferv39k_unknown_word_and_bad_lines(tmp_path):
         with pytest.raises(DataError, match=r"train_All\.csv:\d+: ") as err:
             read_ferv39k(tmp_path, "train")
         assert problem in str(err.value)
-    with pytest.raises(DataError, match="frame folders only"):
+    with pytest.raises(ConfigError, match="frame folders only"):
         read_ferv39k(tmp_path, "train", source="video")
 
 
@@ -325,7 +326,7 @@ def test_registry_classes_and_folds():
     assert [num_folds(d) for d in DATASETS] == [5, 1, 5, 1, 1]
     with pytest.raises(DataError, match="no fixed classes"):
         classes_of("manifest")
-    with pytest.raises(DataError, match="unknown dataset 'affwild'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'affwild'"):
         classes_of("affwild")
 
 
@@ -342,7 +343,7 @@ def test_registry_classes_and_folds():
     ],
 )
 def test_load_split_rejects_bad_arguments(tmp_path, dataset, fold, split, options, problem):
-    with pytest.raises(DataError, match=problem) as err:
+    with pytest.raises(ConfigError, match=problem) as err:
         load_split(dataset, tmp_path, split, fold, **options)
     if "fold" in problem:
         assert str(tmp_path) in str(err.value)

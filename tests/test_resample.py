@@ -3,6 +3,7 @@
 The op must give bit-identical positions, indices and gathers (torch.equal, no tolerance); only gradients
 summed over duplicate indices may differ by summation order.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -47,9 +48,7 @@ def test_twin_key_positions_by_hand():
     # Ls = 4 instances, C = 3 classes. Class 0 peaks at 0.75 twice (t=1 and t=3: the first wins); class 1
     # peaks at 0.5 twice (t=0 and t=1); class 2 peaks at 0.75 at t=2, tied with class 0 (the lower class
     # ranks first). Order: class 0, class 2, class 1.
-    probs = torch.tensor(
-        [[[0.25, 0.5, 0.0], [0.75, 0.5, 0.25], [0.0, 0.125, 0.75], [0.75, 0.25, 0.125]]]
-    )
+    probs = torch.tensor([[[0.25, 0.5, 0.0], [0.75, 0.5, 0.25], [0.0, 0.125, 0.75], [0.75, 0.25, 0.125]]])
     positions, classes = key_positions_reference(probs, 3, 16)
     # T / Ls = 4: instance t covers frames [4t, 4t + 4), centre 4t + 1.5.
     assert classes.tolist() == [[0, 2, 1]]
@@ -135,7 +134,16 @@ def test_public_functions_use_the_op(monkeypatch):
     frames = torch.randint(0, 256, (2, 64, 3, 4, 4), dtype=torch.uint8, generator=_gen(2))
     resample.gather_clips(frames, idx)
     resample.gather_clips(frames, idx, torch.rand(3), torch.rand(3) + 0.5)
-    assert calls == ["key_positions", "clip_indices", "gather_clips", "gather_clips_normalized"]
+    resample.gather_clips_augmented(
+        frames, idx, torch.tensor([[0, 0, 4, 4, 1, 1.2, 0.8, 1.1]] * 2), torch.rand(3), torch.rand(3) + 0.5
+    )
+    assert calls == [
+        "key_positions",
+        "clip_indices",
+        "gather_clips",
+        "gather_clips_normalized",
+        "gather_clips_augmented",
+    ]
     monkeypatch.setenv("RDFER_KERNELS", "reference")
     calls.clear()
     resample.gather_clips(frames, idx)
@@ -401,6 +409,10 @@ def test_opcheck_and_compile():
         (ops.gather_clips, (frames, idx)),
         (ops.gather_clips_normalized, (frames, idx, mean, std, torch.bfloat16)),
         (ops.gather_clips_normalized, (frames_u8, idx, mean, std, torch.float32)),
+        (
+            ops.gather_clips_augmented,
+            (frames_u8, idx, torch.tensor([[1, 0, 3, 4, 1, 1.2, 0.8, 1.1]] * 2), mean, std, torch.bfloat16),
+        ),
         (ops.gather_clips_backward, (torch.randn(2, 2, 2, 3, 4, 4, requires_grad=True), idx, 6)),
     ]:
         torch.library.opcheck(op, args, test_utils=checks)

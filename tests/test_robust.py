@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rdfer.config import OptimConfig
-from rdfer.ops.agreement import EASY, HARD, NOISY, AgreementParams
+from rdfer.config import OptimConfig, load_config
+from rdfer.ops.agreement import EASY, HARD, NOISY
 from rdfer.robust.loss import rdfer_loss, weighted_ce
-from rdfer.robust.memory import AgreementMemory
+from rdfer.robust.memory import AgreementSelector
 
 
 def test_weighted_ce_by_hand():
@@ -46,8 +46,10 @@ def test_total_loss_is_the_specs_weighted_sum():
     assert float(parts["position"]) == pytest.approx(l1, rel=1e-6)
 
 
-def test_memory_observe_shares_state_and_noisy_list(tmp_path):
-    mem = AgreementMemory(4)
+def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp_path):
+    robust = load_config(None, ["robust.warmup=0"]).robust
+    sel = AgreementSelector(robust, 4, epochs=10)
+    assert sel.warm  # no warm-up: the weights apply from the first step
     # sample 0: all clips say class 1, label 1 -> easy; sample 1: all say 2, label 0 with no support -> noisy;
     # sample 2: clips split 2-2 -> hard.
     logits = torch.full((3, 4, 3), -20.0)
@@ -55,22 +57,35 @@ def test_memory_observe_shares_state_and_noisy_list(tmp_path):
     logits[1, :, 2] = 20
     logits[2, :2, 0] = 20
     logits[2, 2:, 1] = 20
-    stats = mem.observe(logits, torch.tensor([1, 0, 0]), torch.tensor([0, 1, 2]), AgreementParams(), warm=True)
-    assert stats.category.tolist() == [EASY, NOISY, HARD]
-    assert stats.weight.tolist() == pytest.approx([1.0, 0.1, 1.5])
-    assert mem.shares() == pytest.approx({"easy": 1 / 3, "hard": 1 / 3, "noisy": 1 / 3})
-    assert torch.isnan(mem.ema[3]).all()  # never seen
+    out, labels, ids = {"detail_instance_logits": logits}, torch.tensor([1, 0, 0]), torch.tensor([0, 1, 2])
+    assessed = sel.assess(out, labels, ids)
+    assert assessed.category.tolist() == [EASY, NOISY, HARD]
+    assert assessed.weight.tolist() == pytest.approx([1.0, 0.1, 1.5])
+    assert torch.isnan(sel.ema).all() and (sel.category == -1).all()  # assessing stores nothing
+
+    sel.commit(ids, torch.zeros_like(assessed.rows), torch.tensor(False))  # a non-finite step: no trace
+    assert torch.isnan(sel.ema).all() and (sel.category == -1).all()
+    sel.commit(ids, assessed.rows, torch.tensor(True))
+    assert sel.shares() == pytest.approx({"easy": 1 / 3, "hard": 1 / 3, "noisy": 1 / 3})
+    assert torch.isnan(sel.ema[3]).all()  # never seen
 
     path = tmp_path / "noisy.csv"
-    assert mem.write_noisy(path, ["a", "b", "c", "d"], [1, 0, 0, 2], ("x", "y", "z")) == 1
+    assert sel.write_noisy(path, ["a", "b", "c", "d"], [1, 0, 0, 2], ("x", "y", "z")) == 1
     lines = path.read_text().splitlines()
-    assert lines[0] == "sample_id,key,given_label,majority_class,A,S"
-    assert lines[1].startswith("1,b,x,z,1.0000,")
+    assert lines[0] == "sample_id,key,given_label,network_class,noise_score"
+    assert lines[1] == "1,b,x,z,1.0000"  # given x, the clips say z; A = 1, S = 0: the highest score
 
-    restored = AgreementMemory(4)
-    restored.load_state_dict(mem.state_dict())
-    assert torch.equal(restored.category, mem.category)
+    restored = AgreementSelector(robust, 4, epochs=10)
+    restored.load_state_dict(sel.state_dict())
+    assert torch.equal(restored.category, sel.category) and restored.warm
     with pytest.raises(ValueError, match="holds 4 samples"):
-        AgreementMemory(5).load_state_dict(mem.state_dict())
-    with pytest.raises(IndexError, match="sized to the train split"):
-        mem.observe(logits, torch.tensor([1, 0, 0]), torch.tensor([0, 1, 4]), AgreementParams(), warm=True)
+        AgreementSelector(robust, 5, epochs=10).load_state_dict(sel.state_dict())
+
+
+def test_agreement_selector_warms_up_after_its_share_of_the_epochs():
+    sel = AgreementSelector(load_config(None, ["robust.warmup=0.3"]).robust, 4, epochs=10)
+    warm = []
+    for epoch in range(5):
+        warm.append(sel.warm)
+        assert sel.end_epoch(epoch).fields == {"warm": warm[-1]}
+    assert warm == [False, False, False, True, True]

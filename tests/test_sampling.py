@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from rdfer.data.sampling import clip_rng, epoch_order, synopsis_indices, uniform_indices
+from rdfer.data.sampling import clip_rng, epoch_order, uniform_indices
+from rdfer.models.rdfer_net import synopsis_indices
 
 
 def test_uniform_short_clip_repeats_frames():

@@ -65,18 +65,18 @@ def test_ferv39k_and_mafw_summaries(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("args", "problem"),
+    ("args", "problem", "exit_code"),
     [
-        (["--dataset", "dfew", "--fold", "3"], "set_3.csv: split file not found"),
-        (["--dataset", "dfew", "--fold", "6"], "folds 1..5, not fold 6"),
-        (["--dataset", "ferv39k", "--source", "video"], "frame folders only"),
-        (["--dataset", "manifest", "--source", "video"], "takes no option source"),
+        (["--dataset", "dfew", "--fold", "3"], "set_3.csv: split file not found", 1),  # data
+        (["--dataset", "dfew", "--fold", "6"], "folds 1..5, not fold 6", 2),  # usage
+        (["--dataset", "ferv39k", "--source", "video"], "frame folders only", 2),
+        (["--dataset", "manifest", "--source", "video"], "takes no option source", 2),
     ],
 )
-def test_summary_bad_input_exits_2_with_message(capsys, tmp_path, args, problem):
+def test_summary_bad_input_is_one_line_with_its_exit_code(capsys, tmp_path, args, problem, exit_code):
     code, report, err = _summary(capsys, "--root", str(tmp_path), *args)
-    assert code == 2 and report is None
-    assert problem in err and err.startswith("error: ")
+    assert code == exit_code and report is None
+    assert problem in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- --verify on fake datasets

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from rdfer import checkpoint
-from rdfer import train as train_module
+from rdfer import checkpoint, load_model
+from rdfer import training as train_module
 from rdfer.config import ConfigError, load_config
-from rdfer.evaluate import load_model
 from rdfer.evaluate import main as evaluate_main
-from rdfer.train import TrainingError, parse_folds, train, train_folds
+from rdfer.train import parse_folds, train, train_folds
 from rdfer.train import main as train_main
+from rdfer.training import TrainingError
 
 
 def without_timing(history):
@@ -30,7 +30,7 @@ def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     header = (tmp_path / "noisy_samples.csv").read_text().splitlines()[0]
-    assert header == "sample_id,key,given_label,majority_class,A,S"
+    assert header == "sample_id,key,given_label,network_class,noise_score"
     assert summary["best_war_epoch"]["war"] == max(h["test_war"] for h in summary["history"])
 
 
@@ -47,7 +47,7 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     b = checkpoint.load(tmp_path / "cut" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["memory"]["ema"].nan_to_num(-1), b["memory"]["ema"].nan_to_num(-1))
+    assert torch.equal(a["selector"]["ema"].nan_to_num(-1), b["selector"]["ema"].nan_to_num(-1))
     assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (tmp_path / "cut" / "noisy_samples.csv").read_text()
 
 
@@ -67,7 +67,7 @@ def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypa
     assert (tmp_path / "last.pt").read_bytes() == before  # the rename never happened
     assert not list(tmp_path.glob(".*.tmp"))  # and the temporary file is gone
     (tmp_path / "broken.pt").write_bytes(before[: len(before) // 2])
-    with pytest.raises(ValueError, match="broken.pt is not a readable rdfer checkpoint"):
+    with pytest.raises(ValueError, match="broken.pt: not a readable checkpoint"):
         checkpoint.load(tmp_path / "broken.pt")
     assert train(cfg, resume=tmp_path / "last.pt", progress=False)["last_epoch"]["epoch"] == 2
 

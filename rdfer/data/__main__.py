@@ -1,4 +1,5 @@
-"""python -m rdfer.data {summary,synth} ...: inspect a dataset, or generate the SynthDFER benchmark."""
+"""python -m rdfer.data {summary,synth,crop} ...: inspect a dataset, generate the SynthDFER benchmark, or turn
+raw videos into face-crop frame folders."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rdfer import cli
+
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rdfer.data", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also RDFER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from rdfer.data import crop, summary, synth

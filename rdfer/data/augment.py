@@ -1,11 +1,15 @@
 """Clip-consistent training augmentation (SPEC §1): one parameter set per clip, applied to all its frames.
 
 `sample_augment` draws the parameters from a clip's random stream; `apply_augment` is the reference
-definition of what they do to the pixels, which the DALI pipeline must reproduce.
+definition of what they do to the pixels, which the DALI pipeline and rdfer.ops.resample's augmented gather
+must reproduce. `params_to_tensor` / `params_from_tensor` are the one tensor encoding of the parameters that
+loaders hand to that gather.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +91,45 @@ def clip_augment_params(seed: int, epoch: int, sample_id: int, size: int, **kwar
     return sample_augment(clip_rng(seed, epoch, sample_id), size, **kwargs)
 
 
+# The columns of params_to_tensor's [B, 8] rows, in order.
+PARAM_COLUMNS = ("y0", "x0", "h", "w", "flip", "brightness", "contrast", "saturation")
+
+
+def params_to_tensor(params: AugmentParams | Sequence[AugmentParams]) -> torch.Tensor:
+    """One clip's parameters, or a batch's, as float32 [B, 8] rows in PARAM_COLUMNS order (flip as 0/1).
+
+    The colour factors are stored as float32, the precision apply_augment computes in; only its 1 - factor
+    may then round differently, so augmenting with params_from_tensor(params_to_tensor(p)) instead of p moves
+    a few pixels in a million by one uint8 level.
+    """
+    if isinstance(params, AugmentParams):
+        params = [params]
+    rows = [[p.y0, p.x0, p.h, p.w, float(p.flip), p.brightness, p.contrast, p.saturation] for p in params]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), len(PARAM_COLUMNS))
+
+
+def params_from_tensor(params: torch.Tensor) -> list[AugmentParams]:
+    """The AugmentParams of each row of a [B, 8] params_to_tensor tensor (read as float32)."""
+    if params.dim() != 2 or params.shape[1] != len(PARAM_COLUMNS):
+        raise ValueError(f"params must be [B, 8] rows {PARAM_COLUMNS}, got shape {tuple(params.shape)}")
+    decoded = []
+    for i, row in enumerate(params.detach().to("cpu", torch.float32).tolist()):
+        y0, x0, h, w, flip, brightness, contrast, saturation = row
+        if not all(math.isfinite(v) and v == int(v) for v in (y0, x0, h, w)):
+            raise ValueError(f"params[{i}] crop box (y0, x0, h, w) = {(y0, x0, h, w)} must be whole pixels")
+        if flip not in (0.0, 1.0):
+            raise ValueError(f"params[{i}] flip must be 0 or 1, got {flip}")
+        if not all(math.isfinite(v) and v >= 0 for v in (brightness, contrast, saturation)):
+            raise ValueError(
+                f"params[{i}] colour factors (brightness, contrast, saturation) must be finite and "
+                f">= 0, got {(brightness, contrast, saturation)}"
+            )
+        decoded.append(
+            AugmentParams(int(y0), int(x0), int(h), int(w), flip == 1.0, brightness, contrast, saturation)
+        )
+    return decoded
+
+
 def _grey(x: torch.Tensor) -> torch.Tensor:
     """Luma [T, 1, H, W] of float RGB frames [T, 3, H, W]."""
     wr, wg, wb = _GREY_WEIGHTS
@@ -110,10 +153,10 @@ def apply_augment(frames: torch.Tensor, p: AugmentParams) -> torch.Tensor:
     H, W = frames.shape[-2:]
     if not (0 <= p.y0 and 0 <= p.x0 and 0 < p.h and 0 < p.w and p.y0 + p.h <= H and p.x0 + p.w <= W):
         raise ValueError(f"crop box {p} does not fit in {H}x{W} frames")
-    crop = frames[:, :, p.y0:p.y0 + p.h, p.x0:p.x0 + p.w]
-    out = torch.empty(frames.shape, dtype=torch.uint8)
+    crop = frames[:, :, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
+    out = torch.empty(frames.shape, dtype=torch.uint8, device=frames.device)
     for t in range(0, frames.shape[0], _CHUNK):
-        out[t:t + _CHUNK] = _augment_crop(crop[t:t + _CHUNK], p, H, W)
+        out[t : t + _CHUNK] = _augment_crop(crop[t : t + _CHUNK], p, H, W)
     return out
 
 
@@ -126,8 +169,9 @@ def _augment_crop(crop: torch.Tensor, p: AugmentParams, H: int, W: int) -> torch
     if (p.h, p.w) != (H, W):
         # As one image of T*3 planes: several times faster than [T, 3, h, w], and, unlike that layout, the
         # result does not depend on torch's thread count (workers run 1 thread, the main process more).
-        x = F.interpolate(x.view(1, T * 3, p.h, p.w), size=(H, W), mode="bilinear", align_corners=False,
-                          antialias=False).view(T, 3, H, W)
+        x = F.interpolate(
+            x.view(1, T * 3, p.h, p.w), size=(H, W), mode="bilinear", align_corners=False, antialias=False
+        ).view(T, 3, H, W)
     if p.flip:
         x = x.flip(-1)
     # Factors of exactly 1 are identities and are skipped.

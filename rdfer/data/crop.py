@@ -1,7 +1,7 @@
 """python -m rdfer.data crop --input VIDEO_OR_DIR... --out DIR: raw videos -> DFEW's frame-folder layout.
 
 Each video becomes OUT/<video name without suffix>/00001.jpg, 00002.jpg, ... (DFEW's `clip_224x224` layout:
-one square face crop per frame, 224x224 by default), using the face preprocessing of rdfer.faces. The report
+one square face crop per frame, 224x224 by default), using the face preprocessing of rdfer.data.faces. The report
 (JSON on stdout, and OUT/crop_report.json) lists, per video, the frames where no face was found (they are
 cropped at the box interpolated from their neighbours) and every video that failed, with the reason; the
 exit status is 1 when any video failed.
@@ -17,15 +17,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from rdfer.data import faces
+from rdfer.data.frames import VIDEO_SUFFIXES, videos_in
 from rdfer.data.records import DataError
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
-
-
-def videos_in(folder: Path) -> list[Path]:
-    """The video files (by suffix, hidden files left out) directly inside a folder, sorted by name."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+from rdfer.data.sampling import uniform_indices
 
 
 def find_videos(inputs: list[Path]) -> list[Path]:
@@ -47,9 +42,6 @@ def find_videos(inputs: list[Path]) -> list[Path]:
 def crop_video(video: Path, out_dir: Path, size: int = 224, margin: float = 0.25,
                num_frames: int | None = None, quality: int = 95, progress: bool = False) -> dict:
     """Write the face crops of a video's frames (every frame, or `num_frames` at uniform indices) as JPEGs."""
-    from rdfer import faces
-    from rdfer.data.sampling import uniform_indices
-
     info = faces.probe(video)
     indices = (np.arange(info.num_frames, dtype=np.int64) if num_frames is None
                else uniform_indices(info.num_frames, num_frames))

@@ -28,6 +28,7 @@ from rdfer.data.ferv39k import FERV39K_CLASSES, read_ferv39k
 from rdfer.data.mafw import MAFW_CLASSES, read_mafw
 from rdfer.data.manifest import read_manifest
 from rdfer.data.records import DataError, Split
+from rdfer.errors import ConfigError
 
 DATASETS: tuple[str, ...] = ("dfew", "ferv39k", "mafw", "manifest", "synthetic")
 SPLITS = ("train", "test")
@@ -63,14 +64,14 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int = 1,
     _check_dataset(dataset)
     unknown = sorted(set(options) - _OPTIONS[dataset])
     if unknown:
-        raise DataError(f"dataset {dataset!r} takes no option {', '.join(unknown)} "
+        raise ConfigError(f"dataset {dataset!r} takes no option {', '.join(unknown)} "
                         f"(its options: {', '.join(sorted(_OPTIONS[dataset]))})")
     if split not in SPLITS:
-        raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     folds = _FOLDS[dataset]
     if not (isinstance(fold, int) and 1 <= fold <= folds):
         allowed = "fold 1 only (one official split)" if folds == 1 else f"folds 1..{folds}"
-        raise DataError(f"{root}: {dataset} has {allowed}, not fold {fold!r}")
+        raise ConfigError(f"{root}: {dataset} has {allowed}, not fold {fold!r}")
     if dataset == "dfew":
         return read_dfew(root, split, fold, **options)
     if dataset == "synthetic":
@@ -110,4 +111,4 @@ def _load_manifest(root: Path, split: str, test_manifest: Any, classes: Any) -> 
 
 def _check_dataset(dataset: str) -> None:
     if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+        raise ConfigError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")

@@ -23,13 +23,13 @@ import logging
 import os
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split, read_split_lines
+from rdfer.errors import ConfigError
+from rdfer.data.records import ClipRecord, DataError, Split, read_word_split
 
 FERV39K_CLASSES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
 SPLITS = ("train", "test")
 SOURCES = ("frames",)
 
-_INDEX = {word.lower(): i for i, word in enumerate(FERV39K_CLASSES)}
 log = logging.getLogger(__name__)
 
 
@@ -43,31 +43,17 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if source not in SOURCES:
-        raise DataError(f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
+        raise ConfigError(f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
                         "is not available (use a manifest for your own video files)")
     path = ferv39k_split_file(root, split)
     frames = root / "2_ClipsforFaceCrop"
     records: list[ClipRecord] = []
-    first_line: dict[str, int] = {}
     disagree: list[int] = []
-    for line_no, line in enumerate(read_split_lines(path), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise DataError(f"{path}:{line_no}: expected '<Scene>/<Class>/<id> <Class>', found {line!r}")
-        key, word = fields
+    for line_no, key, label in read_word_split(path, "<Scene>/<Class>/<id> <Class>", FERV39K_CLASSES, "FERV39K"):
         parts = key.split("/")
         if len(parts) != 3 or not all(parts):
             raise DataError(f"{path}:{line_no}: clip path must be '<Scene>/<Class>/<id>', found {key!r}")
-        label = _INDEX.get(word.lower())
-        if label is None:
-            raise DataError(f"{path}:{line_no}: unknown class word {word!r} "
-                            f"(FERV39K classes: {', '.join(FERV39K_CLASSES)})")
-        if key in first_line:
-            raise DataError(f"{path}:{line_no}: clip {key} is listed twice (first on line {first_line[key]})")
-        first_line[key] = line_no
-        if parts[1].lower() != word.lower():
+        if parts[1].lower() != FERV39K_CLASSES[label].lower():
             disagree.append(line_no)
         records.append(ClipRecord(sample_id=len(records), key=key, path=frames / key, label=label))
     if disagree:

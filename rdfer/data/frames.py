@@ -5,15 +5,16 @@ Every decoding failure becomes a DataError that names the file and the problem.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
 from rdfer.data.records import ClipRecord, DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -46,14 +47,25 @@ def list_frames(folder: Path) -> list[Path]:
     return frames
 
 
+def videos_in(folder: Path) -> list[Path]:
+    """The video files (by suffix, hidden files left out) directly inside a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+
+
 def _missing(path: Path) -> str:
     return f"{path}: missing (neither a frame folder nor a video file)"
 
 
-def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """The container and video stream of a video file; DataError naming the file if it cannot be read."""
+def open_video(path: Path):
+    """The PyAV container and video stream of a video file; DataError naming the file if it cannot be read.
+    PyAV is imported here, so frame folders never need it."""
     if not path.exists():
         raise DataError(_missing(path))
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"{path}: reading video files needs PyAV (pip install av)") from None
     try:
         container = av.open(str(path))
     except Exception as e:  # PyAV raises a family of FFmpegError/OSError subclasses for unreadable files
@@ -143,31 +155,39 @@ def read_frame_files(files: list[Path], indices: np.ndarray, size: int) -> np.nd
     return out
 
 
-def _read_video(path: Path, indices: np.ndarray, size: int) -> np.ndarray:
-    out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-    uniq, first, inverse = _plan(indices)
+def decode_video(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, object]]:
+    """(k, frame) for each k in order, where frame (an av.VideoFrame) is the video's frame number wanted[k] (wanted: distinct
+    frame numbers, ascending). Decodes sequentially, without seeking: clips are short and seeking is inexact
+    for many codecs. Every failure, and a video that ends early, is a DataError naming the file."""
     container, stream = open_video(path)
-    k = 0  # next distinct index to fill
-    decoded = 0
+    k = decoded = 0
     try:
-        # Sequential decode without seeking: clips are short and seeking is inexact for many codecs.
         for frame_index, frame in enumerate(container.decode(stream)):
             decoded = frame_index + 1
-            if frame_index == uniq[k]:
-                img = frame.to_image()  # RGB, full size; resized by PIL exactly as frame images are
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                out[first[k]] = np.asarray(img)
+            if frame_index == wanted[k]:
+                yield k, frame
                 k += 1
-                if k == len(uniq):
+                if k == len(wanted):
                     break
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
     finally:
         container.close()
-    if k < len(uniq):
-        raise DataError(f"{path}: video ended after {decoded} frames, frame {int(uniq[k])} was requested "
+    if k < len(wanted):
+        raise DataError(f"{path}: video ended after {decoded} frames, frame {int(wanted[k])} was requested "
                         "(the container's frame count may be wrong)")
+
+
+def _read_video(path: Path, indices: np.ndarray, size: int) -> np.ndarray:
+    out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    uniq, first, inverse = _plan(indices)
+    for k, frame in decode_video(path, uniq):
+        img = frame.to_image()  # RGB, full size; resized by PIL exactly as frame images are
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        out[first[k]] = np.asarray(img)
     _fill_repeats(out, first, inverse)
     return out
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rdfer.data.records import ClipRecord, DataError, Split, read_split_lines
+from rdfer.data.records import ClipRecord, DataError, Split, read_word_split
 
 MAFW_CLASSES: tuple[str, ...] = (
     "anger", "anxiety", "contempt", "disappointment", "disgust", "fear",
@@ -29,7 +29,6 @@ MAFW_FOLDS = range(1, 6)
 SPLITS = ("train", "test")
 SOURCES = ("video", "frames")
 
-_INDEX = {word: i for i, word in enumerate(MAFW_CLASSES)}
 
 
 def mafw_split_file(
@@ -58,21 +57,7 @@ def read_mafw(
     path = mafw_split_file(root, split, fold, split_dir)
     clips, frames = root / clips_dir, root / frames_dir
     records: list[ClipRecord] = []
-    first_line: dict[str, int] = {}
-    for line_no, line in enumerate(read_split_lines(path), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise DataError(f"{path}:{line_no}: expected '<id>.mp4 <class word>', found {line!r}")
-        key, word = fields
-        label = _INDEX.get(word.lower())
-        if label is None:
-            raise DataError(f"{path}:{line_no}: unknown class word {word!r} "
-                            f"(MAFW classes: {', '.join(MAFW_CLASSES)})")
-        if key in first_line:
-            raise DataError(f"{path}:{line_no}: clip {key} is listed twice (first on line {first_line[key]})")
-        first_line[key] = line_no
+    for _, key, label in read_word_split(path, "<id>.mp4 <class word>", MAFW_CLASSES, "MAFW"):
         clip = clips / key if source == "video" else frames / Path(key).stem
         records.append(ClipRecord(sample_id=len(records), key=key, path=clip, label=label))
     return Split(dataset="mafw", name=split, classes=MAFW_CLASSES, records=records)

@@ -1,5 +1,6 @@
 """From the data section of a config to the train and test splits, generating SynthDFER into a cache folder
 when the config asks for the synthetic benchmark without a root."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import torch
 
 from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
-from rdfer.data.loader import cache_split_frames, make_loader
+from rdfer.data.loader import make_loader
 from rdfer.data.records import Split
 
 
@@ -22,12 +23,18 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
     if data.root is not None:
         return Path(data.root)
     if data.dataset != "synthetic":
-        raise ValueError(f"data.root is required for dataset {data.dataset!r} (--root DIR)")
+        raise ConfigError(f"data.root is required for dataset {data.dataset!r}: pass --root DIR")
     from rdfer.data.synth import generate
 
     name = f"{data.synth_preset}-seed{data.synth_seed}-{data.synth_noise_kind}{data.synth_noise:g}"
-    return generate(data.synth_preset, cache_dir() / "synth" / name, seed=data.synth_seed,
-                    noise=data.synth_noise, noise_kind=data.synth_noise_kind, progress=progress)
+    return generate(
+        data.synth_preset,
+        cache_dir() / "synth" / name,
+        seed=data.synth_seed,
+        noise=data.synth_noise,
+        noise_kind=data.synth_noise_kind,
+        progress=progress,
+    )
 
 
 def check_loader(data: DataConfig) -> None:
@@ -35,42 +42,112 @@ def check_loader(data: DataConfig) -> None:
     from rdfer.data.dali import dali_available
 
     if data.loader == "dali" and not dali_available():
-        raise ConfigError("data.loader=dali needs NVIDIA DALI: pip install 'rdfer[dali]', "
-                          "or use data.loader=auto|torch")
-    if data.loader == "dali" and data.cache_frames:
-        raise ConfigError("data.cache_frames keeps decoded frames for the CPU loader; use data.loader=auto|torch")
+        raise ConfigError(
+            "data.loader=dali needs NVIDIA DALI: pip install 'rdfer[dali]', or use data.loader=auto|torch"
+        )
+
+
+def _decoder(split: Split, data: DataConfig, device: torch.device) -> tuple[str, str]:
+    """('dali' or 'torch', why): data.loader's decoder. auto takes DALI on a CUDA device when it is installed
+    and the split is all frame folders or all videos."""
+    from rdfer.data.dali import dali_available, split_source
+
+    if data.loader != "auto":
+        return data.loader, f"data.loader={data.loader}"
+    why = (
+        "no CUDA device"
+        if device.type != "cuda"
+        else "NVIDIA DALI is not installed"
+        if not dali_available()
+        else "the split mixes frame folders and videos"
+        if split_source(split) == "mixed"
+        else ""
+    )
+    return ("torch", why) if why else ("dali", "DALI on the GPU")
 
 
 _NOTICES: set[str] = set()
 
 
-def build_loader(split: Split, data: DataConfig, *, train: bool, batch_size: int, seed: int,
-                 device: torch.device, sampler=None, augment: dict | None = None, notice: bool = True,
-                 progress: bool = True):
-    """The clip loader `data.loader` asks for: DALI (dali, or auto where DALI can run) or the CPU DataLoader.
+def _notice(text: str, notice: bool) -> None:
+    if notice and text not in _NOTICES:
+        _NOTICES.add(text)  # once per process: several runs in one process build the same loaders
+        print(text, file=sys.stderr)
 
-    auto takes DALI on a CUDA device when it is installed and the split is all frame folders or all videos,
-    and otherwise the CPU loader, saying why in one line (when `notice`). Both yield the same batches.
-    With `data.cache_frames` the split is decoded into memory first and the CPU loader reads it from there.
+
+def _cached_loader(split: Split, data: DataConfig, decoder: str, device: torch.device, progress: bool, args):
+    """The frame cache's loader, or (auto, when the store's disk lacks room) None and why."""
+    from rdfer.data.cache import CacheSpaceError
+    from rdfer.data.cached_loader import make_cached_loader
+
+    if data.cache == "device" and device.type != "cuda":
+        raise ConfigError(
+            f"data.cache=device keeps the frames on a CUDA device; this run is on {device} "
+            "(use data.cache=auto, host or disk)"
+        )
+    try:
+        return make_cached_loader(
+            split,
+            storage=data.cache,
+            decoder=decoder,
+            device=device,
+            workers=data.workers,
+            progress=progress,
+            **args,
+        ), ""
+    except CacheSpaceError as e:
+        if data.cache != "auto":
+            raise ConfigError(
+                f"data.cache={data.cache}: {e}; point $RDFER_FRAME_CACHE at a larger disk "
+                "or set data.cache=off"
+            ) from e
+        return None, f"no room for the frame cache: {e}"
+
+
+def build_loader(
+    split: Split,
+    data: DataConfig,
+    *,
+    train: bool,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    sampler=None,
+    augment: dict | None = None,
+    notice: bool = True,
+    progress: bool = True,
+):
+    """The clip loader the config asks for, saying which and why in one line (when `notice`).
+
+    data.cache (not off): the frame cache (rdfer.data.cached_loader), filled by data.loader's decoder; auto
+    falls back to decoding every epoch when the cache's disk lacks room. Otherwise DALI (data.loader dali, or
+    auto where DALI can run) or the CPU DataLoader. All yield the same batches (rdfer.data.loader's doc).
     """
-    from rdfer.data.dali import dali_available, make_dali_loader, split_source
+    from rdfer.data.dali import make_dali_loader
 
-    args = dict(batch_size=batch_size, train=train, num_frames=data.num_frames, image_size=data.image_size,
-                seed=seed, skip_bad=data.skip_bad, sampler=sampler, augment=augment)
-    use_dali, why = data.loader == "dali", ""
-    if data.loader == "auto":
-        why = ("data.cache_frames is on" if data.cache_frames else
-               "NVIDIA DALI is not installed" if not dali_available() else
-               "no CUDA device" if device.type != "cuda" else
-               "the split mixes frame folders and videos" if split_source(split) == "mixed" else "")
-        use_dali = not why
-        if why and notice and why not in _NOTICES:
-            _NOTICES.add(why)  # one line per process and reason, not one per loader
-            print(f"data.loader=auto: using the CPU loader ({why})", file=sys.stderr)
-    if use_dali:
+    args = dict(
+        batch_size=batch_size,
+        train=train,
+        num_frames=data.num_frames,
+        image_size=data.image_size,
+        seed=seed,
+        skip_bad=data.skip_bad,
+        sampler=sampler,
+        augment=augment,
+    )
+    decoder, decoder_why = _decoder(split, data, device)
+    name = "DALI" if decoder == "dali" else "the CPU loader"
+    what = f"{split.dataset}/{split.name} ({len(split)} clips)"
+    why = "data.cache=off" if data.cache == "off" else "the split is empty"
+    if data.cache != "off" and len(split):
+        loader, why = _cached_loader(split, data, decoder, device, progress, args)
+        if loader is not None:
+            filler = name if decoder == "dali" or device.type != "cuda" else f"{name} ({decoder_why})"
+            _notice(f"data: {what} from the frame cache in {loader.placement}; filled by {filler}", notice)
+            return loader
+    _notice(f"data: {what} decoded every epoch by {name} ({decoder_why}; {why})", notice)
+    if decoder == "dali":
         return make_dali_loader(split, **args, device=device, threads=data.workers)
-    if data.cache_frames:
-        cache_split_frames(split, data.num_frames, data.image_size, data.workers, progress=progress)
     return make_loader(split, **args, workers=data.workers, pin_memory=device.type == "cuda")
 
 

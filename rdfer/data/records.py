@@ -5,9 +5,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and the problem."""
+from rdfer.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -74,3 +72,29 @@ def read_two_column_csv(path: Path, header: tuple[str, str], what: str,
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: not a readable CSV file ({e})") from None
     return rows
+
+
+def read_word_split(path: Path, shape: str, classes: tuple[str, ...], dataset: str) -> list[tuple[int, str, int]]:
+    """(line number, clip key, label index) per line "<key> <class word>" of a whitespace-separated split file
+    (FERV39K, MAFW); class words match `classes` case-insensitively. Blank lines are skipped; a line of another
+    shape, an unknown class word or a clip listed twice is a DataError naming the line. `shape` describes a
+    line for the message."""
+    index = {word.lower(): i for i, word in enumerate(classes)}
+    rows: list[tuple[int, str, int]] = []
+    first_line: dict[str, int] = {}
+    for line_no, line in enumerate(read_split_lines(path), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{path}:{line_no}: expected '{shape}', found {line!r}")
+        key, word = fields
+        label = index.get(word.lower())
+        if label is None:
+            raise DataError(f"{path}:{line_no}: unknown class word {word!r} ({dataset} classes: {', '.join(classes)})")
+        if key in first_line:
+            raise DataError(f"{path}:{line_no}: clip {key} is listed twice (first on line {first_line[key]})")
+        first_line[key] = line_no
+        rows.append((line_no, key, label))
+    return rows
+

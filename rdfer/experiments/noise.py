@@ -66,7 +66,7 @@ PRESETS: dict[str, list[str]] = {
     "quick": ["data.image_size=32", "optim.epochs=10"],  # 12 runs in under 15 minutes on 2 CPU cores
     "full": ["data.image_size=32", "optim.epochs=30"],
 }
-_FIXED = ["data.dataset=synthetic", "data.synth_noise=0", "data.cache_frames=true"]
+_FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
 TRUE_CATEGORIES = ("easy", "hard", "noisy")
 
 
@@ -121,15 +121,14 @@ def clip_votes(run_dir: Path, cfg: Config, split: Split) -> dict:
     (with the labels the run saw). The detail-clip logits vote as in training (rdfer.ops.agreement); the shares
     compare their majority with the label and with the network's own video prediction."""
     from rdfer.data.prepare import build_loader
-    from rdfer.evaluate import load_model
+    from rdfer.models import RDFER
     from rdfer.ops.agreement import agreement
-    from rdfer.train import agreement_params
+    from rdfer.robust.memory import agreement_params
 
-    model = load_model(run_dir / "last.pt")
-    model.eval()
+    model = RDFER.from_checkpoint(run_dir / "last.pt")
     loader = build_loader(split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed,
                           device=torch.device("cpu"), notice=False, progress=False)
-    params = agreement_params(cfg)
+    params = agreement_params(cfg.robust)
     sums = torch.zeros(5, dtype=torch.float64)
     for batch in loader:
         out = model(batch["frames"])
@@ -154,7 +153,7 @@ def _labels_digest(given: np.ndarray) -> str:
 def run_one(cfg: Config, train_split: Split, test_split: Split, given: np.ndarray, truth: np.ndarray,
             info: dict, progress: bool) -> dict:
     """Train one (setting, method) and judge its memory; reuse a finished run with the same config and labels."""
-    from rdfer.train import train
+    from rdfer.training import train
 
     out = Path(cfg.run.out)
     key = {"config": cfg.to_dict(), "labels": _labels_digest(given)}
@@ -167,7 +166,7 @@ def run_one(cfg: Config, train_split: Split, test_split: Split, given: np.ndarra
     t0 = time.perf_counter()
     labelled = noisy_split(train_split, given)
     summary = train(cfg, splits=(labelled, test_split), progress=progress)
-    memory = checkpoint.load(out / "last.pt")["memory"]
+    memory = checkpoint.load(out / "last.pt")["selector"]
     result = {
         **info,
         "key": key,

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from rdfer.errors import CheckpointError, ConfigError
+
 
 def temporal_shift(x: Tensor, group: int, fold_div: int = 8) -> Tensor:
     """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward, within each group of
@@ -157,22 +159,34 @@ class FrameEncoder(nn.Module):
         return self.proj(self.backbone(x))
 
 
+# Classifier heads of the weights people start from: torchvision's ImageNet `fc`, and the `feature` embedding
+# plus `fc` of the field's MS-Celeb-1M ResNet-18 (ijba_res18_naive.pth.tar).
+HEADS = ("fc.", "feature.")
+
+
 def load_pretrained(encoder: FrameEncoder, path: str | Path) -> list[str]:
     """Load a torchvision-layout state dict into encoder.backbone, strictly.
 
-    Accepts a plain state dict or {'state_dict': ...}, strips a 'module.' prefix, and leaves out the ImageNet
-    classifier ('fc.*'). Any other missing, unexpected or mis-shaped key is an error that lists them all.
-    Returns the keys left out.
+    Accepts a plain state dict or {'state_dict': ...} (as ijba_res18_naive.pth.tar is distributed), strips a
+    'module.' prefix (DataParallel), and leaves out classifier heads (HEADS). Any other missing, unexpected or
+    mis-shaped key is an error that lists them all. Returns the keys left out. Loads with weights_only=True:
+    a file holding anything but tensors and plain containers is refused.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} do not exist (rdfer never downloads weights)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+        raise ConfigError(f"model.pretrained {path}: no such file (rdfer never downloads weights)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle refusals, truncation and foreign formats alike
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"model.pretrained {path}: not loadable as tensors and plain containers ({first})")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"model.pretrained {path}: not a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    left_out = sorted(k for k in state if k.startswith("fc."))
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    left_out = sorted(k for k in state if k.startswith(HEADS))
+    state = {k: v for k, v in state.items() if not k.startswith(HEADS)}
     own = encoder.backbone.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -185,6 +199,6 @@ def load_pretrained(encoder: FrameEncoder, path: str | Path) -> list[str]:
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
                 lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else ""))
-        raise ValueError("\n".join(lines))
+        raise CheckpointError(" ".join(lines))
     encoder.backbone.load_state_dict(state, strict=True)
     return left_out

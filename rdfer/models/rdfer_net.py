@@ -1,4 +1,4 @@
-"""RDFER, the dual-stream hierarchical network (SPEC §2).
+"""RDFER, the dual-stream hierarchical network (docs/method.md).
 
 frames uint8 [B, T, 3, H, W] -> synopsis stream over Ls frames -> instance probabilities -> key positions ->
 K clips of L frames gathered around them -> detail stream (with the synopsis bag as channel attention) ->
@@ -6,72 +6,116 @@ video logits. The gathers and index computations go through rdfer.ops (the C++/C
 """
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
-from rdfer.config import Config, ModelConfig
-from rdfer.data.sampling import synopsis_indices
+from rdfer import checkpoint
+from rdfer.config import Config, from_dict
 from rdfer.models.encoder import FrameEncoder, load_pretrained
 from rdfer.models.sequence import SequenceHead
-from rdfer.ops.resample import clip_indices, gather_clips, key_positions
+from rdfer.ops.resample import clip_indices, gather_clips, gather_clips_augmented, key_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def synopsis_indices(batch: int, T: int = 64, L: int = 16, train: bool = False,
+                     generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Indices [batch, L] (int64) of the synopsis stream's L frames among the T loaded ones.
+
+    The T frames are cut into L segments of T/L frames. Training takes a random frame inside each segment
+    (offset drawn with `generator`, else the default generator of `device`, independently per video and
+    segment); evaluation takes the segment centres floor((i + 0.5) * T / L), the same for every video.
+    """
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0, got {batch}")
+    if L <= 0 or T <= 0 or T % L != 0:
+        raise ValueError(f"synopsis sampling needs T divisible by L (T={T}, L={L})")
+    seg = T // L
+    starts = torch.arange(L, dtype=torch.int64, device=device) * seg
+    if not train:
+        # seg is an integer, so floor((i + 0.5) * seg) == i * seg + seg // 2.
+        return (starts + seg // 2).expand(batch, L).contiguous()
+    # Drawn on the generator's own device (a CUDA generator cannot fill a CPU tensor), then moved.
+    draw_device = generator.device if generator is not None else device
+    offsets = torch.randint(0, seg, (batch, L), generator=generator, device=draw_device, dtype=torch.int64)
+    return starts + offsets.to(starts.device)
+
+
 class RDFER(nn.Module):
-    """RDFER(config) with a whole Config (classes and T from its data section), or
-    RDFER(model_config, num_classes, num_frames)."""
+    """RDFER(config, classes): the network of a Config (its model section and data.num_frames) for these
+    class names. It carries both (`model.config`, `model.classes`), so a checkpoint rebuilds it alone.
 
-    def __init__(self, config: Config | ModelConfig, num_classes: int | None = None, num_frames: int = 64):
+    K = min(model.clips, number of classes) clips: key positions come from the K classes that peak highest,
+    so a dataset with fewer classes than model.clips uses fewer clips."""
+
+    def __init__(self, config: Config, classes: Sequence[str]):
         super().__init__()
-        if isinstance(config, Config):
-            if num_classes is None:
-                from rdfer.data.datasets import classes_of
-
-                num_classes = len(classes_of(config.data.dataset))
-            num_frames, config = config.data.num_frames, config.model
-        if num_classes is None:
-            raise ValueError("num_classes is required with a ModelConfig")
-        c = self.config = config
-        self.num_classes, self.num_frames = num_classes, num_frames
-        if c.clips > num_classes:
-            raise ValueError(f"model.clips ({c.clips}) cannot exceed the number of classes ({num_classes})")
+        if not isinstance(config, Config):
+            raise TypeError(f"RDFER takes a rdfer.Config (rdfer.load_config(...)), got {type(config).__name__}")
+        if isinstance(classes, str) or len(classes) < 2:
+            raise ValueError(f"classes must be a sequence of at least 2 class names, got {classes!r}")
+        self.config, self.classes = config, tuple(classes)
+        c = config.model
+        self.num_classes, self.num_frames = len(self.classes), config.data.num_frames
+        self.clips = min(c.clips, self.num_classes)
         self.synopsis_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
         self.detail_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
         if c.pretrained:
             for enc in (self.synopsis_encoder, self.detail_encoder):
-                load_pretrained(enc, c.pretrained)
+                left_out = load_pretrained(enc, c.pretrained)
+            heads = f"; left out its head ({', '.join(left_out)})" if left_out else ""
+            print(f"model.pretrained: loaded {c.pretrained} into both frame encoders{heads}", file=sys.stderr)
         args = (c.feature_dim, c.lstm_hidden, c.lstm_layers, c.heads)
-        self.synopsis = SequenceHead(*args, c.synopsis_frames, num_classes, c.dropout)
-        self.detail = SequenceHead(*args, c.clips, num_classes, c.dropout)
+        self.synopsis = SequenceHead(*args, c.synopsis_frames, self.num_classes, c.dropout)
+        self.detail = SequenceHead(*args, self.clips, self.num_classes, c.dropout)
         self.channel_attention = nn.Linear(self.synopsis.out_dim, self.detail.out_dim)
-        self.position_head = nn.Linear(self.synopsis.out_dim, 2 * c.clips) if c.learned_positions else None
+        self.position_head = nn.Linear(self.synopsis.out_dim, 2 * self.clips) if c.learned_positions else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD), persistent=False)
 
-    def _encode(self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int) -> Tensor:
-        """Gather frames at indices [B, K, L], normalise, encode: -> [B, K, L, feature_dim]."""
-        dtype = torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
-        x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
-        b, k, l = indices.shape
-        return encoder(x.flatten(0, 2), group=group).view(b, k, l, -1)
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> RDFER:
+        """The model of a checkpoint written by rdfer.train (last.pt or best.pt), in eval mode on `device`."""
+        state = checkpoint.load(Path(path))
+        model = cls(from_dict(state["config"]), state["classes"])
+        model.load_state_dict(state["model"])
+        return model.to(device).eval()
 
-    def forward(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def _encode(self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int,
+                augment: Tensor | None) -> Tensor:
+        """Gather frames at indices [B, K, L] (augmenting each clip by its row of `augment` when given),
+        normalise, encode: -> [B, K, L, feature_dim]."""
+        dtype = torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
+        if augment is None:
+            x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
+        else:
+            x = gather_clips_augmented(frames, indices, augment, self.mean, self.std, out_dtype=dtype)
+        b, k, length = indices.shape
+        return encoder(x.flatten(0, 2), group=group).view(b, k, length, -1)
+
+    def forward(self, frames: Tensor, augment: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """frames uint8 [B, T, 3, H, W]; augment: float32 [B, 8], each clip's training augmentation
+        (rdfer.data.augment.params_to_tensor), applied to the frames the two streams gather and nothing else."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
         b, t = frames.shape[:2]
-        c = self.config
-        syn_idx = synopsis_indices(b, t, c.synopsis_frames, self.training, generator).to(frames.device)
-        syn_feats = self._encode(self.synopsis_encoder, frames, syn_idx.unsqueeze(1), group=4)[:, 0]
+        c, k = self.config.model, self.clips
+        syn_idx = synopsis_indices(b, t, c.synopsis_frames, self.training, generator, frames.device)
+        syn_feats = self._encode(self.synopsis_encoder, frames, syn_idx.unsqueeze(1), 4, augment)[:, 0]
         syn_inst, syn_video, syn_bag = self.synopsis(syn_feats)
 
         with torch.no_grad():
-            keys, _ = key_positions(syn_inst.detach().float().softmax(-1), c.clips, t)
+            keys, _ = key_positions(syn_inst.detach().float().softmax(-1), k, t)
             keys = keys.sort(dim=1, stable=True).values  # clips in time order for the detail BiLSTM
         out = {}
         if self.position_head is not None:
-            raw = self.position_head(syn_bag).view(b, 2, c.clips)
+            raw = self.position_head(syn_bag).view(b, 2, k)
             predicted = ((torch.tanh(raw[:, 0]) + 1) * 0.5 * (t - 1)).sort(dim=1).values
             strides = c.stride * torch.exp(-raw[:, 1].abs())
             out["predicted_positions"] = predicted
@@ -79,7 +123,7 @@ class RDFER(nn.Module):
         else:
             centers, strides = keys, torch.full_like(keys, c.stride)
         det_idx = clip_indices(centers, strides.detach(), c.clip_length, t)
-        det_feats = self._encode(self.detail_encoder, frames, det_idx, group=c.clip_length).mean(dim=2)
+        det_feats = self._encode(self.detail_encoder, frames, det_idx, c.clip_length, augment).mean(dim=2)
         gate = torch.sigmoid(self.channel_attention(syn_bag))
         det_inst, det_video, _ = self.detail(det_feats, channel_attention=gate)
 

@@ -2,12 +2,16 @@
 
 The twins below define the ops. Index arithmetic is float32 in a fixed order so the C++/CUDA op can reproduce
 it bit for bit: a frame index is floor(center + (j - (L-1)/2) * stride + 0.5), clamped to [0, T-1].
+The augmented gather applies each clip's training augmentation (rdfer.data.augment) to the frames it gathers
+only, so a clip costs the K*L frames the model reads instead of all T loaded ones.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from rdfer.data.augment import apply_augment, params_from_tensor
 from rdfer.ops import dispatch
 
 
@@ -61,9 +65,35 @@ def gather_clips_reference(
     shape = (1,) * 3 + (-1, 1, 1)
     x = (x - mean.float().view(shape)) / std.float().view(shape)
     x = x.to(out_dtype or torch.float32)
-    k, l = indices.shape[1:]
-    flat = x.reshape(b * k * l, *x.shape[3:]).contiguous(memory_format=torch.channels_last)
-    return flat.view(b, k, l, *x.shape[3:])
+    k, length = indices.shape[1:]
+    flat = x.reshape(b * k * length, *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+    return flat.view(b, k, length, *x.shape[3:])
+
+
+def gather_clips_augmented_reference(
+    frames: Tensor,
+    indices: Tensor,
+    params: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """uint8 frames [B, T, 3, H, W] gathered at indices [B, K, L], clip b augmented by params[b], normalised.
+
+    params: [B, 8] float32 rows (y0, x0, h, w, flip, brightness, contrast, saturation), the encoding of
+    rdfer.data.augment.params_to_tensor. Defined as the gather, then apply_augment on each clip's K*L gathered
+    frames, then gather_clips_reference's normalisation (same layout and out_dtype): every augmentation step
+    works frame by frame with the clip's parameters, so augmenting the gathered frames equals augmenting the
+    whole clip first and gathering after.
+    """
+    b, k, length = indices.shape
+    gathered = gather_clips_reference(frames, indices).reshape(b, k * length, *frames.shape[2:])
+    decoded = params_from_tensor(params)
+    if len(decoded) != b:
+        raise ValueError(f"params has {len(decoded)} rows for a batch of {b} clips")
+    augmented = torch.stack([apply_augment(gathered[i], p) for i, p in enumerate(decoded)]) if b else gathered
+    order = torch.arange(k * length, device=frames.device).view(1, k, length).expand(b, k, length)
+    return gather_clips_reference(augmented, order, mean, std, out_dtype)
 
 
 # --- fast path: torch.ops.rdfer.* from rdfer._C (csrc/), CPU and CUDA ---------------------------------------
@@ -72,21 +102,22 @@ _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 
 @torch.compiler.assume_constant_result  # torch.compile reads it once while tracing, as a constant
-def _has_kernels(device_type: str) -> bool:
+def _has_kernels(device_type: str, op: str) -> bool:
     key = _DISPATCH_KEYS.get(device_type)
     return (
         key is not None
         and dispatch.extension() is not None
-        and torch._C._dispatch_has_kernel_for_dispatch_key("rdfer::gather_clips", key)
+        and torch._C._dispatch_has_kernel_for_dispatch_key(f"rdfer::{op}", key)
     )
 
 
-def _fast(device: torch.device | str) -> bool:
-    """True where torch.ops.rdfer has kernels for `device` and RDFER_KERNELS does not ask for the twins."""
+def _fast(device: torch.device | str, op: str = "gather_clips") -> bool:
+    """True where torch.ops.rdfer has kernels of `op` for `device` and RDFER_KERNELS does not ask for the
+    twins."""
     m = dispatch.mode()
     if m == "reference":
         return False
-    ok = _has_kernels(torch.device(device).type)
+    ok = _has_kernels(torch.device(device).type, op)
     if m == "fast" and not ok:
         raise RuntimeError(
             f"RDFER_KERNELS=fast but rdfer._C (the re-sampling extension) has no kernels for {device} "
@@ -129,11 +160,28 @@ def gather_clips(
     return torch.ops.rdfer.gather_clips_normalized(frames, indices, mean, std, out_dtype or torch.float32)
 
 
+def gather_clips_augmented(
+    frames: Tensor,
+    indices: Tensor,
+    params: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """See gather_clips_augmented_reference. No gradient: the frames are uint8. params may stay on the CPU:
+    the op checks them there and copies them to the frames' GPU without waiting for it."""
+    if not _fast(frames.device, "gather_clips_augmented"):
+        return gather_clips_augmented_reference(frames, indices, params, mean, std, out_dtype)
+    return torch.ops.rdfer.gather_clips_augmented(
+        frames, indices, params, mean, std, out_dtype or torch.float32
+    )
+
+
 def _normalized_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Strides of [B, K, L, C, H, W] whose frames are channels-last, as the C++ op allocates them."""
-    b, k, l, c, h, w = shape
+    b, k, length, c, h, w = shape
     frame = c * h * w
-    return (k * l * frame, l * frame, frame, 1, w * c, c)
+    return (k * length * frame, length * frame, frame, 1, w * c, c)
 
 
 def _register_fake_and_autograd() -> None:
@@ -159,11 +207,18 @@ def _register_fake_and_autograd() -> None:
         b, _, c, h, w = frames.shape
         return frames.new_empty((b, indices.shape[1], indices.shape[2], c, h, w))
 
-    @torch.library.register_fake(lib + "gather_clips_normalized")
-    def _(frames, indices, mean, std, out_dtype):
+    def normalized_like(frames, indices, out_dtype):
         b, _, c, h, w = frames.shape
         shape = (b, indices.shape[1], indices.shape[2], c, h, w)
         return frames.new_empty_strided(shape, _normalized_strides(shape), dtype=out_dtype)
+
+    @torch.library.register_fake(lib + "gather_clips_normalized")
+    def _(frames, indices, mean, std, out_dtype):
+        return normalized_like(frames, indices, out_dtype)
+
+    @torch.library.register_fake(lib + "gather_clips_augmented")
+    def _(frames, indices, params, mean, std, out_dtype):
+        return normalized_like(frames, indices, out_dtype)
 
     @torch.library.register_fake(lib + "gather_clips_backward")
     def _(grad, indices, num_frames):

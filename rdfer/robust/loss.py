@@ -2,7 +2,6 @@
 video logits and the instance logits of both streams, plus the L1 loss of learned key positions."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -1,68 +1,76 @@
-"""The per-sample agreement memory: EMAs of A and S (updated by rdfer.ops.agreement), and the last majority
-class and category of each training sample, for the epoch log and noisy_samples.csv."""
+"""The paper's agreement rule as a selector (docs/method.md §3): per training sample, EMAs of the detail clips'
+agreement A and label support S; after a warm-up of a fixed share of the epochs, easy / hard / noisy from
+them, and the weights easy 1, hard 1 + (1 - A), noisy robust.noisy_weight (or relabelling).
+
+Rows (what commit stores): [EMA A, EMA S, majority class, category]."""
+
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import dataclasses
 
 import torch
 from torch import Tensor
 
-from rdfer.ops.agreement import CATEGORY_NAMES, NOISY, AgreementParams, AgreementStats, agreement
+from rdfer.config import RobustConfig
+from rdfer.ops.agreement import AgreementParams, agreement
+from rdfer.robust.selector import Assessed, EpochNotes, Selector
 
 
-class AgreementMemory:
-    def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
+def agreement_params(robust: RobustConfig) -> AgreementParams:
+    """The robust section's thresholds, as the agreement op takes them (the same names)."""
+    return AgreementParams(**{f.name: getattr(robust, f.name) for f in dataclasses.fields(AgreementParams)})
+
+
+class AgreementSelector(Selector):
+    def __init__(self, robust: RobustConfig, num_samples: int, epochs: int, device: torch.device | str = "cpu"):
+        self.params = agreement_params(robust)
+        self.enabled = robust.enabled
+        self.warmup_epochs = round(robust.warmup * epochs)
+        self.warm = robust.enabled and self.warmup_epochs == 0
         self.ema = torch.full((num_samples, 2), float("nan"), device=device)  # [A, S]; NaN = not yet seen
         self.majority = torch.full((num_samples,), -1, dtype=torch.long, device=device)
         self.category = torch.full((num_samples,), -1, dtype=torch.long, device=device)
 
-    def __len__(self) -> int:
-        return self.ema.shape[0]
+    @torch.no_grad()
+    def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
+        stats = agreement(out["detail_instance_logits"].detach(), labels, ids, self.ema, self.params, self.warm,
+                          update_memory=False)  # fmt: skip
+        rows = torch.stack([stats.ema_agreement, stats.ema_support, stats.majority.float(),
+                            stats.category.float()], dim=1)  # fmt: skip
+        return Assessed(stats.weight, stats.target, stats.category, rows)
 
     @torch.no_grad()
-    def observe(self, clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, params: AgreementParams,
-                warm: bool) -> AgreementStats:
-        if int(sample_ids.max()) >= len(self) or int(sample_ids.min()) < 0:
-            raise IndexError(f"sample ids must be in [0, {len(self)}): the memory is sized to the train split")
-        stats = agreement(clip_logits.detach(), labels, sample_ids, self.ema, params, warm)
-        self.majority[sample_ids] = stats.majority
-        self.category[sample_ids] = stats.category
-        return stats
-
-    def rows(self, ids: Tensor) -> Tensor:
-        """[n, 4] float rows (EMA A, EMA S, majority, category) of these samples, for merging across ranks."""
-        return torch.cat([self.ema[ids], self.majority[ids, None].float(), self.category[ids, None].float()], 1)
-
-    def merge(self, ids: Tensor, rows: Tensor) -> None:
+    def commit(self, ids: Tensor, rows: Tensor, ok: Tensor) -> None:
+        old = torch.cat([self.ema[ids], self.majority[ids, None].float(), self.category[ids, None].float()], 1)
+        rows = torch.where(ok, rows, old)
         self.ema[ids] = rows[:, :2]
         self.majority[ids] = rows[:, 2].long()
         self.category[ids] = rows[:, 3].long()
 
-    def shares(self) -> dict[str, float]:
-        """Share of each category among the samples seen so far."""
-        seen = self.category >= 0
-        n = max(int(seen.sum()), 1)
-        return {name: float((self.category == i).sum()) / n for i, name in enumerate(CATEGORY_NAMES)}
+    def end_epoch(self, epoch: int) -> EpochNotes:
+        notes = EpochNotes({"warm": self.warm})
+        if self.enabled and epoch + 1 == self.warmup_epochs:
+            self.warm = True
+            noisy = self.shares()["noisy"]
+            if noisy > 0.5:
+                notes.messages.append(
+                    f"warning: the warm-up ends with {100 * noisy:.0f}% of the samples looking noisy: a model "
+                    "that predicts one class for every clip agrees with itself. Agreement weights from such a "
+                    "model will down-weight most of the data; consider a longer robust.warmup."
+                )
+        return notes
+
+    def scores(self) -> Tensor:
+        """A * (1 - S): the clips agree, and the label gets little support (0 where never seen)."""
+        return (self.ema[:, 0] * (1 - self.ema[:, 1])).nan_to_num(0.0)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"ema": self.ema.cpu(), "majority": self.majority.cpu(), "category": self.category.cpu()}
+        return {"ema": self.ema.cpu(), "majority": self.majority.cpu(), "category": self.category.cpu(),
+                "warm": torch.tensor(self.warm)}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if state["ema"].shape != self.ema.shape:
-            raise ValueError(f"agreement memory holds {state['ema'].shape[0]} samples, this split {len(self)}")
-        for k, v in state.items():
-            getattr(self, k).copy_(v)
-
-    def write_noisy(self, path: Path, keys: list[str], labels: list[int], classes: tuple[str, ...]) -> int:
-        """noisy_samples.csv: the samples whose last category was noisy. Returns how many."""
-        flagged = (self.category == NOISY).nonzero().flatten().tolist()
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["sample_id", "key", "given_label", "majority_class", "A", "S"])
-            for i in flagged:
-                a, s = self.ema[i].tolist()
-                w.writerow([i, keys[i], classes[labels[i]], classes[int(self.majority[i])], f"{a:.4f}", f"{s:.4f}"])
-        tmp.replace(path)
-        return len(flagged)
+            raise ValueError(f"the agreement memory holds {state['ema'].shape[0]} samples, this split {len(self)}")
+        for k in ("ema", "majority", "category"):
+            getattr(self, k).copy_(state[k])
+        self.warm = bool(state["warm"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 VIDEO_CHOICES: tuple[str, ...] = ("none", "webm", "mp4", "both")
@@ -39,7 +38,11 @@ def extensions(videos: str) -> list[str]:
 def check_encoders(videos: str, image_size: int) -> None:
     """Fail before any clip is drawn if this PyAV cannot write what was asked for."""
     exts = extensions(videos)
-    if exts and image_size % 2:
+    if not exts:
+        return
+    import av  # only for videos: SynthDFER's frame folders need no PyAV
+
+    if image_size % 2:
         raise ValueError(f"video files need an even image size (yuv420p), got {image_size}")
     for ext in exts:
         encoder = _FORMATS[ext][1]
@@ -55,6 +58,8 @@ def check_encoders(videos: str, image_size: int) -> None:
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Encode RGB uint8 frames [H, W, 3] into `path` (.webm or .mp4), written atomically."""
+    import av
+
     fmt, encoder, options = _FORMATS[path.suffix.lstrip(".")]
     tmp = path.with_name(path.name + ".tmp")
     with av.open(str(tmp), "w", format=fmt, options={"fflags": "+bitexact"}) as container:

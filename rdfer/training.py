@@ -1,0 +1,516 @@
+"""The training loop of `python -m rdfer.train`, in the order it runs:
+
+    run = setup(cfg, ...)              data, model, optimiser and selector (rdfer.robust), on this rank's device
+    restore(run, checkpoint)           when resuming: weights, optimiser, schedule, selector, RNG, history
+    for each remaining epoch:
+        row = train_epoch(run)         steps: forward -> selector.assess (pure) -> weighted loss -> backward ->
+                                       update -> selector.commit (where the step was finite); then the
+                                       selector's end-of-epoch decisions
+        row |= test_epoch(run)         every run.eval_every epochs and at the last one
+        end_epoch(run, row)            log (rank 0), last.pt, best.pt
+    finish(run)                        noisy_samples.csv and summary.json
+
+Under torchrun every process runs this loop on its shard; rank 0 logs and writes. See docs/method.md for
+what the agreement, the categories and the weights are.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from rdfer import checkpoint, distributed, runtime
+from rdfer.config import Config, diff, from_dict
+from rdfer.data.loader import SkipReport, set_loader_epoch
+from rdfer.data.prepare import build_loader, check_loader, load_splits
+from rdfer.data.records import Split
+from rdfer.errors import ConfigError, DataError, TrainingError, one_line
+from rdfer.evaluation import evaluate_loader
+from rdfer.models import RDFER
+from rdfer.ops.agreement import CATEGORY_NAMES
+from rdfer.robust.loss import rdfer_loss
+from rdfer.robust.selector import Selector, make_selector
+
+
+class Step(enum.Enum):
+    """What became of one step, as the host knows it. A step whose loss or gradients are not finite is still
+    TAKEN: the optimiser skips its update on the device and the selector stores nothing of it (counted as
+    nonfinite_steps in the epoch's log)."""
+
+    TAKEN = "taken"
+    EMPTY = "empty"  # every clip of the batch was unreadable (data.skip_bad), on every rank
+
+
+# Keys a resumed run may change: they do not change what was learned (optim.epochs extends the run).
+RESUME_MAY_CHANGE = ("optim.epochs", "data.cache", "data.loader", "data.workers")
+# What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "noisy_samples.csv", "tensorboard")
+
+
+class _Interrupted(Exception):
+    """Raised by the stop_after_steps test hook: the run ends as if killed, writing nothing more."""
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; a checkpoint is its state at the end of an epoch."""
+
+    cfg: Config
+    world: distributed.World
+    device: torch.device
+    out: Path
+    train_split: Split
+    model: RDFER  # the module that is checkpointed
+    step_model: torch.nn.Module  # what a step calls: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    selector: Selector
+    train_loader: object
+    test_loader: object
+    progress: bool
+    writer: object = None
+    epoch: int = 0  # the next epoch to run, 0-based
+    step: int = 0  # optimiser steps taken
+    history: list[dict] = field(default_factory=list)
+    skipped: SkipReport = field(default_factory=SkipReport)  # this epoch's unreadable training clips
+    bad_in_a_row: int = 0
+    resumed: bool = False
+    rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
+    steps_per_epoch: int = 1
+    stop_after_steps: int | None = None
+
+
+def train(
+    cfg: Config,
+    *,
+    splits: tuple[Split, Split] | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    stop_after_steps: int | None = None,
+) -> dict:
+    """Train one fold; returns the summary (also written to run.out/summary.json).
+
+    `splits` (train, test) replaces the ones cfg.data names, e.g. a split with labels changed in memory
+    (rdfer.experiments.noise); the config's other data settings still apply. A run.out that holds another
+    run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
+    `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
+    every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    check_out(Path(cfg.run.out), resume is not None, overwrite)
+    world, device = distributed.init(cfg.run.device)
+    try:
+        run = setup(cfg, world, device, splits, progress and world.main)
+        run.stop_after_steps = stop_after_steps
+        if resume is not None:
+            restore(run, Path(resume))
+        try:
+            for epoch in range(run.epoch, cfg.optim.epochs):
+                run.epoch = epoch
+                row = train_epoch(run)
+                try:
+                    row.update(test_epoch(run))
+                except BaseException:
+                    end_epoch(run, row)  # the epoch's training is saved even when its test fails
+                    raise
+                end_epoch(run, row)
+        except _Interrupted:
+            return {"interrupted_at_step": run.step}
+        finally:
+            if run.writer is not None:
+                run.writer.close()
+        return finish(run)
+    finally:
+        distributed.shutdown(world)
+
+
+# ----------------------------------------------------------------------------------------------------- setup
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
+    """run.out as a writable folder; a folder holding another run only with `overwrite` (or to resume)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out {out} is a file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"run.out {out}: cannot create the folder ({e.strerror}): choose another --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.out {out}: the folder is not writable: choose another --out")
+    previous = [name for name in RUN_FILES if (out / name).exists()]
+    if previous and not resume and not overwrite:
+        raise ConfigError(
+            f"run.out {out} holds another run ({', '.join(previous)}): continue it with --resume, choose another "
+            "--out, or pass --overwrite to replace it"
+        )
+    return out
+
+
+def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool) -> Run:
+    out = Path(cfg.run.out)
+    if cfg.data.batch_size % world.size:
+        raise ConfigError(
+            f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
+            f"number of processes ({world.size})"
+        )
+    runtime.seed_everything(cfg.run.seed + world.rank)
+    if splits is None:
+        splits = load_splits(cfg.data, progress)
+    else:
+        check_loader(cfg.data)
+    train_split, test_split = splits
+    check_splits(train_split, test_split, cfg.data.batch_size // world.size, cfg.data.skip_bad)
+
+    model = RDFER(cfg, train_split.classes).to(device)
+    if runtime.use_channels_last(device, cfg.run):
+        model = model.to(memory_format=torch.channels_last)
+    # Fused: one kernel per step on a GPU, and it skips a step whose found_inf is set without a host sync.
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
+    batch_size = cfg.data.batch_size // world.size
+    steps_per_epoch = max(len(train_split) // world.size // batch_size, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    # Rank 0's BatchNorm statistics are broadcast before evaluation instead of at every forward, so a forward
+    # holds no collective and a rank with an empty batch can sit a step out with the others.
+    step_model = model
+    if world.distributed:
+        ids = [device] if device.type == "cuda" else None
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    train_loader, test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
+    selector = make_selector(cfg.robust, len(train_split), cfg.optim.epochs, device)
+    run = Run(cfg, world, device, out, train_split, model, step_model, optimizer, scheduler, selector,
+              train_loader, test_loader, progress)  # fmt: skip
+    run.steps_per_epoch = steps_per_epoch
+    return run
+
+
+def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
+    """Before any training: both splits hold clips, enough training clips for one batch, and their files
+    exist (all of them, or with data.skip_bad at least one per split)."""
+    if len(train) < batch_size:
+        raise ConfigError(
+            f"data.batch_size ({batch_size} per process) is larger than the training split "
+            f"({train.dataset}/{train.name}: {len(train)} clips): lower --batch-size"
+        )
+    for split in (train, test):
+        if not len(split):
+            raise DataError(f"the {split.name} split of {split.dataset} holds no clips")
+        missing = [r.path for r in split.records if not Path(r.path).exists()]
+        if missing and (not skip_bad or len(missing) == len(split)):
+            raise DataError(
+                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: check "
+                "--root" + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
+            )
+
+
+def _loaders(cfg: Config, world, device, train_split: Split, test_split: Split, batch_size: int, progress):
+    args = dict(batch_size=batch_size, seed=cfg.run.seed, device=device, notice=world.main, progress=progress)
+    augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
+    shard = distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
+    train = build_loader(train_split, cfg.data, train=True, augment=augment, sampler=shard, **args)
+    test_shard = distributed.eval_shard(len(test_split), world) if world.distributed else None
+    test = build_loader(test_split, cfg.data, train=False, sampler=test_shard, **args)
+    return train, test
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(cfg: Config, steps_per_epoch: int, restart: tuple[int, float] | None = None):
+    """Per-iteration linear warm-up, then cosine down to min_lr, as a factor of optim.lr.
+
+    `restart` (step, factor) re-plans an extended run: from that step on, a cosine from the factor the run had
+    reached down to min_lr over the steps that remain."""
+    o = cfg.optim
+    total = o.epochs * steps_per_epoch
+    warm = int(o.warmup_epochs * steps_per_epoch)
+    floor = o.min_lr / o.lr
+    begin, top = restart if restart is not None else (warm, 1.0)
+
+    def factor(step: int) -> float:
+        if step < warm and restart is None:
+            return (step + 1) / warm
+        progress = (step - begin) / max(total - begin, 1)
+        return floor + (top - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+    return factor
+
+
+def restore(run: Run, path: Path) -> None:
+    """Continue from a checkpoint of the same config: exactly under the same single process, else with the
+    same schedule, memory and weights and fresh per-rank randomness. A larger optim.epochs extends the run:
+    the learning rate then falls by a cosine from where it was to optim.min_lr over the added steps."""
+    state = checkpoint.load(path, for_training=True)
+    before = from_dict(state["config"])
+    changed = [d for d in diff(before, run.cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
+    if changed:
+        raise ConfigError(f"{path} was made with another config; differing keys: " + "; ".join(changed)
+                          + f" (a resumed run may change only {', '.join(RESUME_MAY_CHANGE)})")
+    done = state["epoch"] + 1
+    if run.cfg.optim.epochs < done:
+        raise ConfigError(f"{path} has trained {done} epochs already: optim.epochs ({run.cfg.optim.epochs}) "
+                          "must be at least that to resume it")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.selector = make_selector(before.robust, len(run.train_split), before.optim.epochs, run.device)
+    run.selector.load_state_dict(state["selector"])
+    run.epoch, run.step, run.history, run.resumed = done, state["step"], state["history"], True
+    if run.cfg.optim.epochs != before.optim.epochs:
+        reached = lr_lambda(before, run.steps_per_epoch)(run.step)
+        run.scheduler.lr_lambdas[0] = lr_lambda(run.cfg, run.steps_per_epoch, restart=(run.step, reached))
+    if state.get("world", 1) == run.world.size == 1:
+        runtime.set_rng_state(state["rng"])
+    else:
+        runtime.seed_everything(run.cfg.run.seed + 1000 * run.epoch + run.world.rank)
+    if run.world.main:
+        print(f"resumed from {path} at epoch {run.epoch + 1}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------- epochs
+
+
+def train_epoch(run: Run) -> dict:
+    """One pass over this rank's shard; returns the epoch's log row (reduced over the ranks)."""
+    cfg, epoch = run.cfg, run.epoch
+    set_loader_epoch(run.train_loader, epoch)
+    run.step_model.train()
+    run.skipped = SkipReport()
+    totals = _Totals(run.device)
+    t0 = time.perf_counter()
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not run.progress,
+               leave=False, dynamic_ncols=True)  # fmt: skip
+    beat = _Heartbeat(enabled=run.world.main and not run.progress)
+    try:
+        for i, batch in enumerate(bar):
+            if run.stop_after_steps is not None and run.step >= run.stop_after_steps:
+                raise _Interrupted
+            beat.maybe(f"epoch {epoch + 1}/{cfg.optim.epochs}: batch {i}/{len(run.train_loader)}")
+            run.skipped.add(batch)
+            train_step(run, batch, totals)
+            if run.device.type != "cuda" or i % 25 == 24:  # reading the device costs a sync on a GPU
+                totals.check(cfg.optim.max_bad_steps, run)
+    except DataError as e:  # an unreadable clip (the loader names it): say how to go on without it
+        if cfg.data.skip_bad:
+            raise
+        raise DataError(f"{one_line(e)} (data.skip_bad=true leaves unreadable clips out and lists them)") from None
+    totals.check(cfg.optim.max_bad_steps, run)
+    loss_sum, correct, seen, nonfinite, *categories = distributed.all_reduce_sum(totals.sums, run.world).tolist()
+    notes = run.selector.end_epoch(epoch)
+    if run.world.main:
+        for message in notes.messages:
+            print(message, file=sys.stderr)
+    return {
+        "epoch": epoch + 1,
+        "loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "lr": run.scheduler.get_last_lr()[0],
+        **notes.fields,
+        "nonfinite_steps": int(nonfinite),
+        "skipped_train_clips": len(distributed.gather_objects(run.skipped.entries, run.world)),
+        "seconds": time.perf_counter() - t0,
+        **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories)},
+    }
+
+
+class _Totals:
+    """One epoch's running sums, kept on the device and read at its end (and by check): loss sum, correct,
+    samples, non-finite steps, then the count of each category; plus the current run of non-finite steps."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(4 + len(CATEGORY_NAMES), device=device)
+        self.bad_run = torch.zeros((), device=device)
+
+    def add(self, loss: Tensor, correct: Tensor, n: int, category: Tensor, ok: Tensor) -> None:
+        """One step's numbers, counted only where ok (a NaN loss must not reach the sums)."""
+        good = torch.stack([loss.detach().float() * n, correct.float(), torch.full_like(self.bad_run, n)])
+        self.sums[:3] += torch.where(ok, good, 0.0)
+        self.sums[3] += (~ok).float()
+        self.sums[4:] += torch.where(ok, F.one_hot(category, len(CATEGORY_NAMES)).sum(0).float(), 0.0)
+        self.bad_run = torch.where(ok, 0.0, self.bad_run + 1)
+
+    def check(self, max_bad_steps: int, run: Run) -> None:
+        bad = int(self.bad_run)
+        if bad >= max_bad_steps:
+            raise TrainingError(
+                f"{bad} steps in a row had a non-finite loss or gradient (epoch {run.epoch + 1}, step {run.step});"
+                f" stopping. Lower optim.lr, set optim.grad_clip, or check the data. The last complete "
+                f"checkpoint is {run.out / 'last.pt'}"
+            )
+
+
+class _Heartbeat:
+    """Without progress bars (stderr is not a terminal), a line every RDFER_LOG_SECONDS (default 60) seconds,
+    so a log file shows that a long epoch is moving."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.every = enabled, float(os.environ.get("RDFER_LOG_SECONDS", 60))
+        self.t0 = self.last = time.perf_counter()
+
+    def maybe(self, text: str) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            print(f"{text} ({now - self.t0:.0f}s)", file=sys.stderr, flush=True)
+
+
+def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
+    """Forward; the batch's weights from the selector (nothing stored yet); the weighted loss; backward; an
+    update that the optimiser skips on the device when the loss or a gradient is not finite; the selector's
+    rows committed where the step was good. No host synchronisation: the outcome stays on the device."""
+    cfg, device, world = run.cfg, run.device, run.world
+    empty = batch["frames"].shape[0] == 0
+    if cfg.data.skip_bad and world.distributed:  # a rank with nothing to train on: all ranks sit it out
+        empty = bool(distributed.all_max(int(empty), world, device))
+    if empty:
+        return Step.EMPTY
+    ids = batch["sample_id"]
+    if int(ids.min()) < 0 or int(ids.max()) >= len(run.selector):  # on the host, before the copy: free
+        raise IndexError(f"sample ids must be in [0, {len(run.selector)}): the selector is sized to the split")
+    frames = batch["frames"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    ids = ids.to(device, non_blocking=True)
+    with runtime.autocast(device, cfg.run):
+        result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
+    assessed = run.selector.assess(result, labels, ids)
+    loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    ok = _finite_update(run, loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    rows = assessed.rows
+    if world.distributed:
+        ids, rows = distributed.all_gather_rows(ids, rows, cfg.data.batch_size // world.size, world)
+    run.selector.commit(ids, rows, ok)
+    run.step += 1
+    correct = (result["logits"].argmax(-1) == labels).sum()
+    totals.add(loss, correct, labels.numel(), assessed.category, ok)
+    return Step.TAKEN
+
+
+def _finite_update(run: Run, loss: Tensor) -> Tensor:
+    """A device bool: the loss and every gradient (after DDP's all-reduce, so the same on every rank) are
+    finite. The fused optimiser reads it as found_inf and leaves the weights and its state alone when not.
+    Clips the gradients when optim.grad_clip is set."""
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    if run.cfg.optim.grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.optim.grad_clip, foreach=True)
+    else:
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)
+    run.optimizer.found_inf = (~ok).float()
+    return ok
+
+
+def test_epoch(run: Run) -> dict:
+    """Test WAR/UAR every run.eval_every epochs and at the last epoch; {} otherwise."""
+    cfg, epoch = run.cfg, run.epoch
+    if (epoch + 1) % cfg.run.eval_every and epoch + 1 != cfg.optim.epochs:
+        return {}
+    distributed.broadcast_buffers(run.model, run.world)
+    classes = run.train_split.classes
+    metrics = evaluate_loader(run.model, run.test_loader, run.device, cfg.run, classes, run.progress, run.world)
+    return {"test_war": metrics["war"], "test_uar": metrics["uar"], "skipped_test_clips": len(metrics["skipped"])}
+
+
+def end_epoch(run: Run, row: dict) -> None:
+    """Log the row and write last.pt (and best.pt at the best test WAR so far), on rank 0. Weights that are no
+    longer finite stop the run here, before anything of the epoch is written."""
+    check_finite(run)
+    run.history.append(row)
+    if not run.world.main:
+        return
+    if run.rewrite_log:
+        start_log(run)
+    _log(run, row)
+    cfg = run.cfg
+    state = {
+        "epoch": run.epoch, "step": run.step, "config": cfg.to_dict(), "classes": list(run.model.classes),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "selector": run.selector.state_dict(),
+        "rng": runtime.rng_state(), "history": run.history, "world": run.world.size,
+    }  # fmt: skip
+    checkpoint.save(run.out / "last.pt", state)
+    if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in run.history):
+        checkpoint.save(run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
+
+
+def check_finite(run: Run) -> None:
+    """One device sync per epoch: every weight and BatchNorm statistic must still be finite."""
+    tensors = [t for t in (*run.model.parameters(), *run.model.buffers()) if t.is_floating_point()]
+    if torch.stack([t.float().abs().sum() for t in tensors]).isfinite().all():
+        return
+    raise TrainingError(
+        f"the weights are no longer finite after epoch {run.epoch + 1} (optim.lr {run.cfg.optim.lr:g} too high? "
+        f"optim.grad_clip may help); nothing of this epoch was saved, the last complete checkpoint is "
+        f"{run.out / 'last.pt'}"
+    )
+
+
+def start_log(run: Run) -> None:
+    """At the first epoch this process logs: a fresh run replaces what another run left in run.out (only now
+    that it has an epoch of its own); metrics.jsonl restarts from this run's history."""
+    if not run.resumed:
+        for name in ("summary.json", "noisy_samples.csv", "best.pt"):
+            (run.out / name).unlink(missing_ok=True)
+        shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
+    with (run.out / "metrics.jsonl").open("w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in run.history[:-1])
+    run.rewrite_log = False
+
+
+def _log(run: Run, row: dict) -> None:
+    if run.writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(str(run.out / "tensorboard"))
+    for k, v in row.items():
+        if isinstance(v, (int, float)) and k != "epoch":
+            run.writer.add_scalar(k, v, row["epoch"])
+    with (run.out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
+    test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
+    print(
+        f"epoch {row['epoch']}: loss={row['loss']:.4f} train_acc={row['train_acc']:.4f}{test} "
+        f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s",
+        file=sys.stderr,
+    )
+    if len(run.skipped):
+        print(run.skipped.summary(), file=sys.stderr)
+
+
+def finish(run: Run) -> dict:
+    """noisy_samples.csv and summary.json (rank 0); the summary is the return value of train()."""
+    if not run.world.main:
+        return {"rank": run.world.rank}
+    records = run.train_split.records
+    flagged = run.selector.write_noisy(run.out / "noisy_samples.csv", [r.key for r in records],
+                                     [r.label for r in records], run.train_split.classes)  # fmt: skip
+    evaluated = [h for h in run.history if "test_war" in h]
+    best = max(evaluated, key=lambda h: h["test_war"])  # the field's convention: best-WAR epoch, its own UAR
+    last = evaluated[-1]
+
+    def pick(h: dict) -> dict:
+        return {"epoch": h["epoch"], "war": h["test_war"], "uar": h["test_uar"]}
+
+    summary = {"best_war_epoch": pick(best), "last_epoch": pick(last), "noisy_flagged": flagged,
+               "out": str(run.out), "history": run.history}  # fmt: skip
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
