@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,7 @@ class Run:
     rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
     steps_per_epoch: int = 1
     stop_after_steps: int | None = None
+    make_selector: Callable[..., Selector] = make_selector  # (robust, num_samples, epochs, device) -> Selector
 
 
 def train(
@@ -101,6 +103,7 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     stop_after_steps: int | None = None,
+    make_selector: Callable[..., Selector] | None = None,
 ) -> dict:
     """Train one fold; returns the summary (also written to run.out/summary.json).
 
@@ -108,12 +111,13 @@ def train(
     (rdfer.experiments.noise); the config's other data settings still apply. A run.out that holds another
     run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
-    every process calls this; rank 0 logs, writes checkpoints and returns the summary."""
+    every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
+    replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle."""
     check_out(Path(cfg.run.out), resume is not None, overwrite)
     world, device = distributed.init(cfg.run.device)
     run = None
     try:
-        run = setup(cfg, world, device, splits, progress and world.main)
+        run = setup(cfg, world, device, splits, progress and world.main, make_selector)
         run.stop_after_steps = stop_after_steps
         if resume is not None:
             restore(run, Path(resume))
@@ -161,7 +165,8 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
     return out
 
 
-def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool) -> Run:
+def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool,
+          make: Callable[..., Selector] | None = None) -> Run:
     if cfg.data.batch_size % world.size:
         raise ConfigError(
             f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
@@ -175,13 +180,13 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     train_split, test_split = splits
     batch_size = cfg.data.batch_size // world.size
     check_splits(train_split, test_split, batch_size, cfg.data.skip_bad)
-    run = learner(cfg, world, device, train_split, progress)
+    run = learner(cfg, world, device, train_split, progress, make)
     run.train_loader, run.test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
     return run
 
 
 def learner(cfg: Config, world: distributed.World, device: torch.device, train_split: Split,
-            progress: bool = False) -> Run:
+            progress: bool = False, make: Callable[..., Selector] | None = None) -> Run:
     """A Run without its loaders: the model (channels-last on CUDA), the fused AdamW with its schedule, the
     selector, and the DistributedDataParallel wrapper under torchrun. Benchmarks build their steps on it."""
     model = RDFER(cfg, train_split.classes).to(device)
@@ -199,10 +204,11 @@ def learner(cfg: Config, world: distributed.World, device: torch.device, train_s
     if world.distributed:
         ids = [device] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    selector = make_selector(cfg.robust, len(train_split), cfg.optim.epochs, device)
+    make = make or make_selector
+    selector = make(cfg.robust, len(train_split), cfg.optim.epochs, device)
     run = Run(cfg, world, device, Path(cfg.run.out), train_split, model, step_model, optimizer, scheduler,
               selector, progress=progress)  # fmt: skip
-    run.steps_per_epoch = steps_per_epoch
+    run.steps_per_epoch, run.make_selector = steps_per_epoch, make
     return run
 
 
@@ -280,7 +286,7 @@ def restore(run: Run, path: Path) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.selector = make_selector(before.robust, len(run.train_split), before.optim.epochs, run.device)
+    run.selector = run.make_selector(before.robust, len(run.train_split), before.optim.epochs, run.device)
     run.selector.load_state_dict(state["selector"])
     run.epoch, run.step, run.history, run.resumed = done, state["step"], state["history"], True
     if run.cfg.optim.epochs != before.optim.epochs:

@@ -5,9 +5,27 @@ import torch
 import torch.nn.functional as F
 
 from rdfer.config import OptimConfig, load_config
+from rdfer.errors import ConfigError
 from rdfer.ops.agreement import EASY, HARD, NOISY
+from rdfer.robust.confident import confident_off_diagonal
+from rdfer.robust.exclusion import ExclusionSelector, rank_correlation
+from rdfer.robust.gmm import gmm2
 from rdfer.robust.loss import rdfer_loss, weighted_ce
 from rdfer.robust.memory import AgreementSelector
+from rdfer.robust.oracle import OracleSelector
+from rdfer.robust.selector import make_selector
+from rdfer.robust.small_loss import SmallLossSelector
+from rdfer.robust.stats import (
+    LOSS,
+    MARGIN,
+    PROBS,
+    ROW_FIELDS,
+    VIEW_OTHER,
+    WRONG,
+    SampleStats,
+    renormalised,
+    sample_rows,
+)
 
 
 def test_weighted_ce_by_hand():
@@ -24,30 +42,44 @@ def test_weighted_ce_uses_label_smoothing_and_instances_take_the_video_target():
     inst = torch.randn(3, 4, 5)
     target = torch.tensor([1, 4, 0])
     weight = torch.tensor([1.0, 2.0, 0.5])
-    expected = torch.stack([F.cross_entropy(inst[i], target[i].expand(4), label_smoothing=0.1) for i in range(3)])
-    assert float(weighted_ce(inst, target, weight, 0.1)) == pytest.approx(float((weight * expected).mean()), rel=1e-6)
+    expected = torch.stack(
+        [F.cross_entropy(inst[i], target[i].expand(4), label_smoothing=0.1) for i in range(3)]
+    )
+    assert float(weighted_ce(inst, target, weight, 0.1)) == pytest.approx(
+        float((weight * expected).mean()), rel=1e-6
+    )
     plain = F.cross_entropy(inst[:, 0], target)
     assert float(weighted_ce(inst[:, 0], target, torch.ones(3), 0.0)) == pytest.approx(float(plain), rel=1e-6)
 
 
 def test_total_loss_is_the_specs_weighted_sum():
     torch.manual_seed(1)
-    out = {"detail_video_logits": torch.randn(2, 7), "synopsis_video_logits": torch.randn(2, 7),
-           "synopsis_instance_logits": torch.randn(2, 16, 7), "detail_instance_logits": torch.randn(2, 4, 7),
-           "key_positions": torch.tensor([[1.5, 9.5, 30.5, 60.0]] * 2),
-           "predicted_positions": torch.tensor([[0.0, 9.5, 33.5, 63.0]] * 2)}
+    out = {
+        "detail_video_logits": torch.randn(2, 7),
+        "synopsis_video_logits": torch.randn(2, 7),
+        "synopsis_instance_logits": torch.randn(2, 16, 7),
+        "detail_instance_logits": torch.randn(2, 4, 7),
+        "key_positions": torch.tensor([[1.5, 9.5, 30.5, 60.0]] * 2),
+        "predicted_positions": torch.tensor([[0.0, 9.5, 33.5, 63.0]] * 2),
+    }
     y, w, cfg = torch.tensor([3, 5]), torch.tensor([1.0, 1.5]), OptimConfig()
     total, parts = rdfer_loss(out, y, w, cfg, num_frames=64)
     ce = lambda k: weighted_ce(out[k], y, w, 0.1)  # noqa: E731
     l1 = (1.5 + 0 + 3 + 3) / 4 / 63
-    expected = ce("detail_video_logits") + 0.1 * ce("synopsis_video_logits") + 0.1 * 0.5 * (
-        ce("synopsis_instance_logits") + ce("detail_instance_logits")) + 0.1 * l1
+    expected = (
+        ce("detail_video_logits")
+        + 0.1 * ce("synopsis_video_logits")
+        + 0.1 * 0.5 * (ce("synopsis_instance_logits") + ce("detail_instance_logits"))
+        + 0.1 * l1
+    )
     assert float(total) == pytest.approx(float(expected), rel=1e-6)
     assert float(parts["position"]) == pytest.approx(l1, rel=1e-6)
 
 
 def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp_path):
-    robust = load_config(None, ["robust.warmup=0"]).robust
+    robust = load_config(
+        None, ["robust.method=agreement", "robust.warmup=0", "robust.noisy_weight=0.1"]
+    ).robust
     sel = AgreementSelector(robust, 4, epochs=10)
     assert sel.warm  # no warm-up: the weights apply from the first step
     # sample 0: all clips say class 1, label 1 -> easy; sample 1: all say 2, label 0 with no support -> noisy;
@@ -57,7 +89,8 @@ def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp
     logits[1, :, 2] = 20
     logits[2, :2, 0] = 20
     logits[2, 2:, 1] = 20
-    out, labels, ids = {"detail_instance_logits": logits}, torch.tensor([1, 0, 0]), torch.tensor([0, 1, 2])
+    out = {"detail_instance_logits": logits, "logits": logits.mean(1)}
+    labels, ids = torch.tensor([1, 0, 0]), torch.tensor([0, 1, 2])
     assessed = sel.assess(out, labels, ids)
     assert assessed.category.tolist() == [EASY, NOISY, HARD]
     assert assessed.weight.tolist() == pytest.approx([1.0, 0.1, 1.5])
@@ -75,6 +108,7 @@ def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp
     assert lines[0] == "sample_id,key,given_label,network_class,noise_score"
     assert lines[1] == "1,b,x,z,1.0000"  # given x, the clips say z; A = 1, S = 0: the highest score
 
+    sel.end_epoch(0)
     restored = AgreementSelector(robust, 4, epochs=10)
     restored.load_state_dict(sel.state_dict())
     assert torch.equal(restored.category, sel.category) and restored.warm
@@ -87,5 +121,135 @@ def test_agreement_selector_warms_up_after_its_share_of_the_epochs():
     warm = []
     for epoch in range(5):
         warm.append(sel.warm)
-        assert sel.end_epoch(epoch).fields == {"warm": warm[-1]}
+        assert sel.end_epoch(epoch).fields == {"warm": sel.warm}
     assert warm == [False, False, False, True, True]
+
+
+# ------------------------------------------------------------------------------------- shared statistics
+
+
+def test_sample_rows_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    views = torch.full((2, 2, 3), -30.0)
+    views[0, :, 0] = 30  # sample 0: both clips say class 0 (its label)
+    views[1, 0, 1], views[1, 1, 2] = 30, 30  # sample 1: one clip says 1, one says 2; label 0
+    rows = sample_rows({"logits": logits, "detail_instance_logits": views}, torch.tensor([0, 0]))
+    assert rows.shape == (2, len(ROW_FIELDS) + 3)
+    p = logits.softmax(1)
+    assert rows[:, LOSS].tolist() == pytest.approx((-p[:, 0].log()).tolist())
+    assert rows[:, MARGIN].tolist() == pytest.approx([1.0, -3.0])  # label logit minus the best other
+    assert rows[:, WRONG].tolist() == [0.0, 1.0]
+    assert rows[:, VIEW_OTHER].tolist() == pytest.approx([-1.0, 0.5], abs=1e-6)
+    assert torch.allclose(rows[:, PROBS:], p)
+
+
+def test_sample_stats_sum_per_epoch_where_ok_and_read_any_window():
+    stats = SampleStats(3)
+    ids, ones = torch.tensor([0, 0, 2]), torch.ones(3, 2)
+    stats.add(ids, ones, torch.tensor([1, 1, 2]), torch.tensor(True))  # sample 0 twice in one epoch
+    stats.add(ids, torch.full((3, 2), float("nan")), torch.tensor([5, 5, 5]), torch.tensor(False))  # no trace
+    stats.close_epoch()
+    stats.add(torch.tensor([0, 1]), torch.full((2, 2), 4.0), torch.tensor([1, 0]), torch.tensor(True))
+    stats.close_epoch()
+    assert stats.epochs == 2 and stats.labels.tolist() == [1, 0, 2]
+    whole = stats.mean()
+    assert whole[:, 0].tolist() == pytest.approx([2.0, 4.0, 1.0])  # (1 + 1 + 4) / 3; 4; 1
+    assert stats.mean(1)[:, 0][:2].tolist() == [4.0, 4.0] and stats.mean(1)[2].isnan().all()
+    restored = SampleStats(3)
+    restored.load_state_dict(stats.state_dict())
+    assert torch.allclose(restored.mean(), whole, equal_nan=True)
+    with pytest.raises(ValueError, match="hold 3 samples"):
+        SampleStats(4).load_state_dict(stats.state_dict())
+
+
+def test_renormalised_weights_keep_the_batch_size_within_the_cap():
+    w = renormalised(torch.tensor([1.0, 0.0, 1.0, 1.0]), cap=2.0)
+    assert w.tolist() == pytest.approx([4 / 3, 0, 4 / 3, 4 / 3])
+    assert renormalised(torch.tensor([1.0, 0.0, 0.0, 0.0]), cap=2.0).tolist() == [2.0, 0, 0, 0]
+    assert renormalised(torch.zeros(3), cap=2.0).tolist() == [0, 0, 0]
+
+
+def test_gmm2_finds_the_high_component():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(700, generator=g) * 0.3 + 0.5, torch.randn(300, generator=g) * 0.5 + 3.0])
+    m = gmm2(x)
+    assert m.weight_high == pytest.approx(0.3, abs=0.02)
+    assert m.means[0] == pytest.approx(0.5, abs=0.05) and m.means[1] == pytest.approx(3.0, abs=0.1)
+    assert ((m.high > 0.5) == (torch.arange(1000) >= 700)).float().mean() > 0.99
+    assert gmm2(torch.ones(5)).weight_high == 0.0 and not gmm2(torch.ones(5)).high.any()
+
+
+def test_confident_off_diagonal_by_hand():
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # thresholds: class 0 mean p0 over labels 0 = 0.8; class 1 mean p1 over labels 1 = (0.8 + 0.4 + 0.5) / 3.
+    # sample 1 reaches neither (0.7 < 0.8, 0.3 < 0.567); sample 3 reaches neither; sample 4 neither.
+    assert confident_off_diagonal(probs, labels).tolist() == [False, False, False, False, False]
+    probs[3] = torch.tensor([0.85, 0.15])  # now above class 0's threshold with label 1: off the diagonal
+    assert confident_off_diagonal(probs, labels).tolist() == [False, False, False, True, False]
+
+
+def test_rank_correlation():
+    a = torch.tensor([0.1, 0.5, 0.2, 0.9])
+    assert rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+
+
+# ------------------------------------------------------------------------------------- the selectors
+
+
+def _rows(loss: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, view_other=None, margin=None):
+    """Hand-made rows for StatsSelector.commit: ROW_FIELDS, probabilities, label."""
+    n = loss.shape[0]
+    fields = torch.stack(
+        [
+            loss,
+            torch.zeros(n) if margin is None else margin,
+            torch.zeros(n),
+            torch.zeros(n) if view_other is None else view_other,
+        ],
+        1,
+    )
+    return torch.cat([fields, probs, labels[:, None].float()], 1)
+
+
+def test_make_selector_picks_robust_method_and_refuses_the_oracle():
+    for method, kind in (
+        ("rdfer", ExclusionSelector),
+        ("small_loss", SmallLossSelector),
+        ("agreement", AgreementSelector),
+    ):
+        assert (
+            type(make_selector(load_config(None, [f"robust.method={method}"]).robust, 4, 10, "cpu")) is kind
+        )
+    with pytest.raises(ConfigError, match="noise experiment"):
+        make_selector(load_config(None, ["robust.method=oracle"]).robust, 4, 10, "cpu")
+
+
+def test_oracle_weights_the_truth_from_the_first_step():
+    robust = load_config(None, ["robust.noisy_weight=0"]).robust
+    sel = OracleSelector(robust, 4, 3, noisy=torch.tensor([False, True, False, False]))
+    out = {"logits": torch.zeros(4, 3), "detail_instance_logits": torch.zeros(4, 2, 3)}
+    a = sel.assess(out, torch.tensor([0, 1, 2, 0]), torch.arange(4))
+    assert a.weight.tolist() == pytest.approx([4 / 3, 0, 4 / 3, 4 / 3])  # renormalised to sum 4
+    sel.commit(torch.arange(4), a.rows, torch.tensor(True))
+    sel.end_epoch(0)
+    assert sel.category.tolist() == [EASY, NOISY, EASY, EASY]
+    assert sel.scores().tolist() == pytest.approx([float(torch.log(torch.tensor(3.0)))] * 4)
+
+
+def test_small_loss_splits_by_the_mean_loss_after_its_warm_up():
+    robust = load_config(
+        None, ["robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"]
+    ).robust
+    n = 40
+    sel = SmallLossSelector(robust, n, epochs=4)
+    loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])  # the last 10: high loss
+    probs, labels = torch.full((n, 2), 0.5), torch.zeros(n, dtype=torch.long)
+    for epoch in range(3):
+        sel.commit(torch.arange(n), _rows(loss, probs, labels), torch.tensor(True))
+        sel.end_epoch(epoch)
+        assert sel.warm == (epoch >= 1)  # warm-up: round(0.5 * 4) = 2 epochs
+    assert (sel.category == NOISY).tolist() == [i >= 30 for i in range(n)]
+    assert sel.weight[30:].eq(0).all() and sel.weight[:30].eq(1).all()
+    assert torch.allclose(sel.scores(), loss)

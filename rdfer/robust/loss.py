@@ -1,5 +1,6 @@
 """The training loss (SPEC §4): per-sample weighted, label-smoothed cross-entropy over the detail and synopsis
 video logits and the instance logits of both streams, plus the L1 loss of learned key positions."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -13,23 +14,37 @@ def weighted_ce(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float
     target and weight). The mean is over samples, not over weights, so a down-weighted sample counts less."""
     if logits.dim() == 3:
         b, l, c = logits.shape
-        per = F.cross_entropy(logits.float().reshape(b * l, c), target.repeat_interleave(l),
-                              reduction="none", label_smoothing=smoothing).view(b, l).mean(1)
+        per = (
+            F.cross_entropy(
+                logits.float().reshape(b * l, c),
+                target.repeat_interleave(l),
+                reduction="none",
+                label_smoothing=smoothing,
+            )
+            .view(b, l)
+            .mean(1)
+        )
     else:
         per = F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=smoothing)
     return (weight * per).mean()
 
 
-def rdfer_loss(out: dict[str, Tensor], target: Tensor, weight: Tensor, cfg: OptimConfig,
-               num_frames: int) -> tuple[Tensor, dict[str, Tensor]]:
+def rdfer_loss(
+    out: dict[str, Tensor], target: Tensor, weight: Tensor, cfg: OptimConfig, num_frames: int
+) -> tuple[Tensor, dict[str, Tensor]]:
     ls = cfg.label_smoothing
     parts = {
         "detail": weighted_ce(out["detail_video_logits"], target, weight, ls),
         "synopsis": weighted_ce(out["synopsis_video_logits"], target, weight, ls),
-        "instance": 0.5 * (weighted_ce(out["synopsis_instance_logits"], target, weight, ls)
-                           + weighted_ce(out["detail_instance_logits"], target, weight, ls)),
+        "instance": 0.5
+        * (
+            weighted_ce(out["synopsis_instance_logits"], target, weight, ls)
+            + weighted_ce(out["detail_instance_logits"], target, weight, ls)
+        ),
     }
-    total = parts["detail"] + cfg.synopsis_weight * parts["synopsis"] + cfg.instance_weight * parts["instance"]
+    total = (
+        parts["detail"] + cfg.synopsis_weight * parts["synopsis"] + cfg.instance_weight * parts["instance"]
+    )
     if "predicted_positions" in out:
         scale = 1.0 / max(num_frames - 1, 1)
         parts["position"] = F.l1_loss(out["predicted_positions"] * scale, out["key_positions"] * scale)

@@ -19,12 +19,17 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from rdfer.config import RobustConfig
+from rdfer.errors import ConfigError
 from rdfer.ops.agreement import CATEGORY_NAMES, NOISY
+
+if TYPE_CHECKING:
+    from rdfer.robust.stats import SampleStats
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Selector:
 
     category: Tensor
     majority: Tensor
+    stats: SampleStats  # the per-sample statistics every method keeps (rdfer.robust.stats)
     warm: bool = False
 
     def __len__(self) -> int:
@@ -94,8 +100,19 @@ class Selector:
         return {name: float((self.category == i).sum()) / n for i, name in enumerate(CATEGORY_NAMES)}
 
 
+METHODS = ("rdfer", "small_loss", "agreement", "oracle")  # robust.method
+
+
 def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: torch.device) -> Selector:
     """The selector robust.method names, for a training split of num_samples clips."""
+    from rdfer.robust.exclusion import ExclusionSelector
     from rdfer.robust.memory import AgreementSelector
+    from rdfer.robust.small_loss import SmallLossSelector
 
-    return AgreementSelector(robust, num_samples, epochs, device)
+    if robust.method == "oracle":
+        raise ConfigError(
+            "robust.method=oracle needs to know which labels are wrong: only the noise experiment "
+            "(python -m rdfer.experiments.noise) can run it; choose rdfer, small_loss or agreement"
+        )
+    kinds = {"rdfer": ExclusionSelector, "small_loss": SmallLossSelector, "agreement": AgreementSelector}
+    return kinds[robust.method](robust, num_samples, epochs, device)
