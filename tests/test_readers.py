@@ -1,4 +1,5 @@
 """Split readers against the real split files (exact counts) and small bad files written in tmp_path."""
+
 from __future__ import annotations
 
 import random
@@ -7,17 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from rdfer.errors import ConfigError
 from rdfer.data.datasets import DATASETS, classes_of, load_split, manifest_files, num_folds
 from rdfer.data.dfew import DFEW_CLASSES, dfew_split_file, read_dfew
 from rdfer.data.ferv39k import FERV39K_CLASSES, ferv39k_split_file, read_ferv39k
 from rdfer.data.mafw import MAFW_CLASSES, mafw_split_file, read_mafw
 from rdfer.data.manifest import read_manifest
 from rdfer.data.records import DataError
+from rdfer.errors import ConfigError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real split files not found at {DATA}")
-DFEW, FERV, MAFW = DATA / "dfew", DATA / "ferv39k", DATA / "mafw"
+
+@pytest.fixture
+def dfew(datasets) -> Path:
+    return datasets / "dfew"
+
+
+@pytest.fixture
+def ferv(datasets) -> Path:
+    return datasets / "ferv39k"
+
+
+@pytest.fixture
+def mafw(datasets) -> Path:
+    return datasets / "mafw"
 
 
 def _labels(split) -> dict[str, str]:
@@ -33,10 +45,9 @@ def _write(path: Path, text: str) -> Path:
 # ---------------------------------------------------------------- DFEW, real files
 
 
-@needs_data
-def test_dfew_fold1_exact_counts():
-    train = read_dfew(DFEW, "train", 1)
-    test = read_dfew(DFEW, "test", 1)
+def test_dfew_fold1_exact_counts(dfew):
+    train = read_dfew(dfew, "train", 1)
+    test = read_dfew(dfew, "test", 1)
     assert (len(train), len(test)) == (9356, 2341)
     assert train.class_counts() == [1956, 1515, 2135, 1738, 1175, 116, 721]
     assert train.classes == DFEW_CLASSES and train.dataset == "dfew" and train.name == "train"
@@ -44,37 +55,34 @@ def test_dfew_fold1_exact_counts():
     # First data row of the file is "2522,6": label 6 is the 6th class, disgust.
     first = train.records[0]
     assert (first.key, DFEW_CLASSES[first.label]) == ("02522", "disgust")
-    assert first.path == DFEW / "Clip" / "clip_224x224" / "02522"
+    assert first.path == dfew / "Clip" / "clip_224x224" / "02522"
 
 
-@needs_data
 @pytest.mark.parametrize("fold", [1, 2, 3, 4, 5])
-def test_dfew_every_fold_covers_all_clips_once(fold):
-    train = {r.key for r in read_dfew(DFEW, "train", fold).records}
-    test = {r.key for r in read_dfew(DFEW, "test", fold).records}
+def test_dfew_every_fold_covers_all_clips_once(fold, dfew):
+    train = {r.key for r in read_dfew(dfew, "train", fold).records}
+    test = {r.key for r in read_dfew(dfew, "test", fold).records}
     assert len(train | test) == 11697
     assert not train & test
 
 
-@needs_data
-def test_dfew_folds_agree_with_frame_counts_and_each_other():
-    rows = (DFEW / "frame_counts.csv").read_text().splitlines()[1:]
+def test_dfew_folds_agree_with_frame_counts_and_each_other(dfew):
+    rows = (dfew / "frame_counts.csv").read_text().splitlines()[1:]
     ids = {f"{int(line.split(',')[0]):05d}" for line in rows}
-    tests = [{r.key for r in read_dfew(DFEW, "test", k).records} for k in range(1, 6)]
+    tests = [{r.key for r in read_dfew(dfew, "test", k).records} for k in range(1, 6)]
     assert set().union(*tests) == ids  # the 5 test folds partition the dataset
     assert sum(map(len, tests)) == 11697
     labels: dict[str, str] = {}
     for k in range(1, 6):
         for split in ("train", "test"):
-            for key, word in _labels(read_dfew(DFEW, split, k)).items():
+            for key, word in _labels(read_dfew(dfew, split, k)).items():
                 assert labels.setdefault(key, word) == word, f"clip {key} changes label in fold {k}"
 
 
-@needs_data
-def test_dfew_video_source_points_at_original(tmp_path):
+def test_dfew_video_source_points_at_original(tmp_path, dfew):
     # A copy of the fold-1 test file in a fake root with two of its clips present as videos.
     root = tmp_path / "dfew"
-    shutil.copytree(DFEW / "EmoLabel_DataSplit", root / "EmoLabel_DataSplit")
+    shutil.copytree(dfew / "EmoLabel_DataSplit", root / "EmoLabel_DataSplit")
     originals = root / "Clip" / "original"
     originals.mkdir(parents=True)
     (originals / "00001.webm").write_bytes(b"")
@@ -91,62 +99,66 @@ def test_dfew_video_source_points_at_original(tmp_path):
 # ---------------------------------------------------------------- FERV39K, real files
 
 
-@needs_data
-def test_ferv39k_exact_counts_and_first_line_kept():
-    train = read_ferv39k(FERV, "train")
-    test = read_ferv39k(FERV, "test")
+def test_ferv39k_exact_counts_and_first_line_kept(ferv):
+    train = read_ferv39k(ferv, "train")
+    test = read_ferv39k(ferv, "test")
     assert (len(train), len(test)) == (31088, 7847)
-    first_line = ferv39k_split_file(FERV, "train").read_text().splitlines()[0]
+    first_line = ferv39k_split_file(ferv, "train").read_text().splitlines()[0]
     assert first_line == "Crime/Angry/0063 Angry"
     assert (train.records[0].key, FERV39K_CLASSES[train.records[0].label]) == ("Crime/Angry/0063", "Angry")
-    assert train.records[0].path == FERV / "2_ClipsforFaceCrop" / "Crime" / "Angry" / "0063"
+    assert train.records[0].path == ferv / "2_ClipsforFaceCrop" / "Crime" / "Angry" / "0063"
     assert train.classes == ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
     assert train.class_counts() == [5854, 5523, 7790, 5906, 2502, 1833, 1680]
     assert test.class_counts() == [1473, 1393, 1958, 1487, 638, 467, 431]
     # Every clip of the frame-count list is in exactly one split.
-    listed = {line.split(",")[0] for line in (FERV / "frame_counts.csv").read_text().splitlines()[1:]}
+    listed = {line.split(",")[0] for line in (ferv / "frame_counts.csv").read_text().splitlines()[1:]}
     keys_train, keys_test = {r.key for r in train.records}, {r.key for r in test.records}
     assert keys_train | keys_test == listed and not keys_train & keys_test
 
 
-@needs_data
-def test_ferv39k_label_is_the_class_word_of_each_line():
-    split = read_ferv39k(FERV, "test")
-    lines = ferv39k_split_file(FERV, "test").read_text().splitlines()
+def test_ferv39k_label_is_the_class_word_of_each_line(ferv):
+    split = read_ferv39k(ferv, "test")
+    lines = ferv39k_split_file(ferv, "test").read_text().splitlines()
     assert [(r.key, split.classes[r.label]) for r in split.records] == [tuple(line.split()) for line in lines]
 
 
 # ---------------------------------------------------------------- MAFW, real files
 
 
-@needs_data
-def test_mafw_fold1_counts_and_word_mapping():
-    train = read_mafw(MAFW, "train", 1)
-    test = read_mafw(MAFW, "test", 1)
+def test_mafw_fold1_counts_and_word_mapping(mafw):
+    train = read_mafw(mafw, "train", 1)
+    test = read_mafw(mafw, "test", 1)
     assert (len(train), len(test)) == (7333, 1839)
     assert train.classes == tuple(sorted(MAFW_CLASSES)) and len(MAFW_CLASSES) == 11
-    assert dict(zip(train.classes, train.class_counts())) == {
-        "anger": 1112, "anxiety": 732, "contempt": 188, "disappointment": 145, "disgust": 511, "fear": 500,
-        "happiness": 993, "helplessness": 209, "neutral": 910, "sadness": 1176, "surprise": 857,
+    assert dict(zip(train.classes, train.class_counts(), strict=True)) == {
+        "anger": 1112,
+        "anxiety": 732,
+        "contempt": 188,
+        "disappointment": 145,
+        "disgust": 511,
+        "fear": 500,
+        "happiness": 993,
+        "helplessness": 209,
+        "neutral": 910,
+        "sadness": 1176,
+        "surprise": 857,
     }
     assert test.class_counts() == [278, 184, 48, 37, 128, 125, 249, 53, 228, 294, 215]
-    lines = mafw_split_file(MAFW, "train", 1).read_text().splitlines()
+    lines = mafw_split_file(mafw, "train", 1).read_text().splitlines()
     assert [(r.key, train.classes[r.label]) for r in train.records] == [tuple(line.split()) for line in lines]
-    assert train.records[0].path == MAFW / "data" / "clips" / "03747.mp4"
+    assert train.records[0].path == mafw / "data" / "clips" / "03747.mp4"
 
 
-@needs_data
 @pytest.mark.parametrize("fold", [1, 2, 3, 4, 5])
-def test_mafw_every_fold_covers_all_clips_once(fold):
-    train = {r.key for r in read_mafw(MAFW, "train", fold).records}
-    test = {r.key for r in read_mafw(MAFW, "test", fold).records}
+def test_mafw_every_fold_covers_all_clips_once(fold, mafw):
+    train = {r.key for r in read_mafw(mafw, "train", fold).records}
+    test = {r.key for r in read_mafw(mafw, "test", fold).records}
     assert len(train | test) == 9172 and not train & test
 
 
-@needs_data
-def test_mafw_folders_are_options(tmp_path):
+def test_mafw_folders_are_options(tmp_path, mafw):
     split_dir = tmp_path / "anno"
-    shutil.copytree(MAFW / "split", split_dir)
+    shutil.copytree(mafw / "split", split_dir)
     frames = read_mafw(tmp_path, "train", 1, split_dir="anno", source="frames")
     assert frames.records[0].path == tmp_path / "data" / "frames" / "03747"
     custom = read_mafw(tmp_path, "test", 1, split_dir=split_dir, clips_dir="/videos", frames_dir="f")
@@ -156,10 +168,9 @@ def test_mafw_folders_are_options(tmp_path):
 # ---------------------------------------------------------------- row order never decides labels
 
 
-@needs_data
 @pytest.mark.parametrize("dataset", ["dfew", "ferv39k", "mafw"])
-def test_labels_do_not_depend_on_row_order(tmp_path, dataset):
-    src, root = {"dfew": DFEW, "ferv39k": FERV, "mafw": MAFW}[dataset], tmp_path / dataset
+def test_labels_do_not_depend_on_row_order(tmp_path, dataset, datasets):
+    src, root = datasets / dataset, tmp_path / dataset
     files = {
         "dfew": lambda r: dfew_split_file(r, "train", 1),
         "ferv39k": lambda r: ferv39k_split_file(r, "train"),
@@ -233,8 +244,11 @@ def test_ferv39k_unknown_word_and_bad_lines(tmp_path):
     _write(path, "A/Happy/0001 Happy\nA/Sad/0002 sad\nA/Joy/0003 Joy\n")
     with pytest.raises(DataError, match=r"train_All\.csv:3: unknown class word 'Joy'"):
         read_ferv39k(tmp_path, "train")
-    for body, problem in [("A/Happy/0001\n", "expected"), ("Happy/0001 Happy\n", "<Scene>/<Class>/<id>"),
-                          ("A/Happy/1 Happy\nA/Happy/1 Happy\n", "listed twice")]:
+    for body, problem in [
+        ("A/Happy/0001\n", "expected"),
+        ("Happy/0001 Happy\n", "<Scene>/<Class>/<id>"),
+        ("A/Happy/1 Happy\nA/Happy/1 Happy\n", "listed twice"),
+    ]:
         _write(path, body)
         with pytest.raises(DataError, match=r"train_All\.csv:\d+: ") as err:
             read_ferv39k(tmp_path, "train")
@@ -263,11 +277,16 @@ def test_mafw_unknown_word_names_file_and_line(tmp_path):
 
 
 def test_manifest_words_ints_and_paths(tmp_path):
-    csv = _write(tmp_path / "m" / "train.csv",
-                 "path,label\nclips/a,happy\n/abs/b.mp4,Sad\nclips/c,0\n\"clips/d, e\",2\n")
+    csv = _write(
+        tmp_path / "m" / "train.csv", 'path,label\nclips/a,happy\n/abs/b.mp4,Sad\nclips/c,0\n"clips/d, e",2\n'
+    )
     split = read_manifest(csv, classes=["happy", "sad", "neutral"])
-    assert [(r.key, r.label) for r in split.records] == [("clips/a", 0), ("/abs/b.mp4", 1), ("clips/c", 0),
-                                                          ("clips/d, e", 2)]
+    assert [(r.key, r.label) for r in split.records] == [
+        ("clips/a", 0),
+        ("/abs/b.mp4", 1),
+        ("clips/c", 0),
+        ("clips/d, e", 2),
+    ]
     assert split.records[0].path == tmp_path / "m" / "clips" / "a"
     assert split.records[1].path == Path("/abs/b.mp4")
     assert split.dataset == "manifest" and split.classes == ("happy", "sad", "neutral")
@@ -354,11 +373,11 @@ def test_synthetic_reads_the_dfew_layout(tmp_path):
     split = load_split("synthetic", tmp_path, "test", source="video")
     assert split.dataset == "synthetic" and split.classes == DFEW_CLASSES
     assert [(r.key, r.label, r.path) for r in split.records] == [
-        ("00003", 3, tmp_path / "Clip" / "original" / "00003.mp4")]
+        ("00003", 3, tmp_path / "Clip" / "original" / "00003.mp4")
+    ]
 
 
-@needs_data
-def test_registry_dispatch_matches_readers():
-    assert _labels(load_split("mafw", MAFW, "test", 2)) == _labels(read_mafw(MAFW, "test", 2))
-    assert _labels(load_split("dfew", DFEW, "train", 4)) == _labels(read_dfew(DFEW, "train", 4))
-    assert len(load_split("ferv39k", FERV, "test")) == 7847
+def test_registry_dispatch_matches_readers(dfew, ferv, mafw):
+    assert _labels(load_split("mafw", mafw, "test", 2)) == _labels(read_mafw(mafw, "test", 2))
+    assert _labels(load_split("dfew", dfew, "train", 4)) == _labels(read_dfew(dfew, "train", 4))
+    assert len(load_split("ferv39k", ferv, "test")) == 7847

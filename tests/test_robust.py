@@ -78,7 +78,7 @@ def test_total_loss_is_the_specs_weighted_sum():
 
 def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp_path):
     robust = load_config(
-        None, ["robust.method=agreement", "robust.warmup=0", "robust.noisy_weight=0.1"]
+        None, ["robust.enabled=true", "robust.method=agreement", "robust.warmup=0", "robust.noisy_weight=0.1"]
     ).robust
     sel = AgreementSelector(robust, 4, epochs=10)
     assert sel.warm  # no warm-up: the weights apply from the first step
@@ -117,7 +117,7 @@ def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp
 
 
 def test_agreement_selector_warms_up_after_its_share_of_the_epochs():
-    sel = AgreementSelector(load_config(None, ["robust.warmup=0.3"]).robust, 4, epochs=10)
+    sel = AgreementSelector(load_config(None, ["robust.enabled=true", "robust.warmup=0.3"]).robust, 4, epochs=10)
     warm = []
     for epoch in range(5):
         warm.append(sel.warm)
@@ -220,14 +220,14 @@ def test_make_selector_picks_robust_method_and_refuses_the_oracle():
         ("agreement", AgreementSelector),
     ):
         assert (
-            type(make_selector(load_config(None, [f"robust.method={method}"]).robust, 4, 10, "cpu")) is kind
+            type(make_selector(load_config(None, ["robust.enabled=true", f"robust.method={method}"]).robust, 4, 10, "cpu")) is kind
         )
     with pytest.raises(ConfigError, match="noise experiment"):
-        make_selector(load_config(None, ["robust.method=oracle"]).robust, 4, 10, "cpu")
+        make_selector(load_config(None, ["robust.enabled=true", "robust.method=oracle"]).robust, 4, 10, "cpu")
 
 
 def test_oracle_weights_the_truth_from_the_first_step():
-    robust = load_config(None, ["robust.noisy_weight=0"]).robust
+    robust = load_config(None, ["robust.enabled=true", "robust.noisy_weight=0"]).robust
     sel = OracleSelector(robust, 4, 3, noisy=torch.tensor([False, True, False, False]))
     out = {"logits": torch.zeros(4, 3), "detail_instance_logits": torch.zeros(4, 2, 3)}
     a = sel.assess(out, torch.tensor([0, 1, 2, 0]), torch.arange(4))
@@ -240,7 +240,7 @@ def test_oracle_weights_the_truth_from_the_first_step():
 
 def test_small_loss_splits_by_the_mean_loss_after_its_warm_up():
     robust = load_config(
-        None, ["robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"]
+        None, ["robust.enabled=true", "robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"]
     ).robust
     n = 40
     sel = SmallLossSelector(robust, n, epochs=4)

@@ -1,4 +1,5 @@
 """`python -m rdfer.data summary`: JSON counts on the real split files, and --verify on tiny fake datasets."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,15 @@ from PIL import Image
 from rdfer.data.__main__ import main
 from rdfer.data.dfew import dfew_split_file
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real split files not found at {DATA}")
-DFEW_FOLD1_TRAIN = {"happy": 1956, "sad": 1515, "neutral": 2135, "angry": 1738, "surprise": 1175,
-                    "disgust": 116, "fear": 721}
+DFEW_FOLD1_TRAIN = {
+    "happy": 1956,
+    "sad": 1515,
+    "neutral": 2135,
+    "angry": 1738,
+    "surprise": 1175,
+    "disgust": 116,
+    "fear": 721,
+}
 
 
 def _summary(capsys, *args: str) -> tuple[int, dict | None, str]:
@@ -27,11 +33,10 @@ def _summary(capsys, *args: str) -> tuple[int, dict | None, str]:
     return code, (json.loads(out) if out else None), err
 
 
-@needs_data
-def test_dfew_summary_json(capsys):
-    code, report, _ = _summary(capsys, "--dataset", "dfew", "--root", str(DATA / "dfew"))
+def test_dfew_summary_json(capsys, datasets):
+    code, report, _ = _summary(capsys, "--dataset", "dfew", "--root", str(datasets / "dfew"))
     assert code == 0
-    assert report["dataset"] == "dfew" and report["fold"] == 1 and report["root"] == str(DATA / "dfew")
+    assert report["dataset"] == "dfew" and report["fold"] == 1 and report["root"] == str(datasets / "dfew")
     assert report["classes"] == list(DFEW_FOLD1_TRAIN)
     assert report["splits"]["train"] == {"clips": 9356, "per_class": DFEW_FOLD1_TRAIN}
     assert report["splits"]["test"]["clips"] == 2341
@@ -39,12 +44,24 @@ def test_dfew_summary_json(capsys):
     assert "problems" not in report
 
 
-@needs_data
-def test_summary_subprocess_fold2():
+def test_summary_subprocess_fold2(datasets):
     proc = subprocess.run(
-        [sys.executable, "-m", "rdfer.data", "summary", "--dataset", "dfew", "--root", str(DATA / "dfew"),
-         "--fold", "2"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "rdfer.data",
+            "summary",
+            "--dataset",
+            "dfew",
+            "--root",
+            str(datasets / "dfew"),
+            "--fold",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -52,14 +69,20 @@ def test_summary_subprocess_fold2():
     assert report["splits"]["train"]["clips"] + report["splits"]["test"]["clips"] == 11697
 
 
-@needs_data
-def test_ferv39k_and_mafw_summaries(capsys, tmp_path):
-    _, ferv, _ = _summary(capsys, "--dataset", "ferv39k", "--root", str(DATA / "ferv39k"))
+def test_ferv39k_and_mafw_summaries(capsys, tmp_path, datasets):
+    _, ferv, _ = _summary(capsys, "--dataset", "ferv39k", "--root", str(datasets / "ferv39k"))
     assert (ferv["splits"]["train"]["clips"], ferv["splits"]["test"]["clips"]) == (31088, 7847)
     assert ferv["classes"] == ["Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear"]
     # MAFW's split folder given explicitly, from a root that holds nothing else.
-    _, mafw, _ = _summary(capsys, "--dataset", "mafw", "--root", str(tmp_path),
-                          "--mafw-split-dir", str(DATA / "mafw" / "split"))
+    _, mafw, _ = _summary(
+        capsys,
+        "--dataset",
+        "mafw",
+        "--root",
+        str(tmp_path),
+        "--mafw-split-dir",
+        str(datasets / "mafw" / "split"),
+    )
     assert (mafw["splits"]["train"]["clips"], mafw["splits"]["test"]["clips"]) == (7333, 1839)
     assert mafw["splits"]["train"]["per_class"]["anger"] == 1112 and len(mafw["classes"]) == 11
 
@@ -122,13 +145,19 @@ def _fake_dfew(root: Path) -> None:
 
 def test_verify_lists_every_problem(capsys, tmp_path):
     _fake_dfew(tmp_path)
-    code, report, err = _summary(capsys, "--dataset", "dfew", "--root", str(tmp_path), "--verify",
-                                 "--workers", "2")
+    code, report, err = _summary(
+        capsys, "--dataset", "dfew", "--root", str(tmp_path), "--verify", "--workers", "2"
+    )
     assert code == 1
     assert report["splits"]["train"]["clips"] == 4 and report["splits"]["test"]["clips"] == 2
     found = [(p["split"], p["key"]) for p in report["problems"]]
-    assert found == [("train", "00002"), ("train", "00003"), ("train", "00004"), ("train", "00004"),
-                     ("test", "00007")]
+    assert found == [
+        ("train", "00002"),
+        ("train", "00003"),
+        ("train", "00004"),
+        ("train", "00004"),
+        ("test", "00007"),
+    ]
     by_key = {}
     for p in report["problems"]:
         by_key.setdefault(p["key"], []).append(p["problem"])
@@ -152,8 +181,9 @@ def test_verify_manifest_with_videos(capsys, tmp_path):
     _jpeg(tmp_path / "f" / "0001.jpg", 4)
     (tmp_path / "train.csv").write_text("path,label\nv/good.mp4,happy\nv/bad.mp4,sad\nf,happy\n")
     (tmp_path / "test.csv").write_text("path,label\nv/gone.mp4,sad\nv/good.mp4,sad\n")
-    code, report, _ = _summary(capsys, "--dataset", "manifest", "--root", str(tmp_path / "train.csv"),
-                               "--verify")
+    code, report, _ = _summary(
+        capsys, "--dataset", "manifest", "--root", str(tmp_path / "train.csv"), "--verify"
+    )
     assert code == 1 and report["classes"] == ["happy", "sad"]
     assert report["splits"]["test"]["per_class"] == {"happy": 0, "sad": 2}
     found = [(p["split"], p["key"]) for p in report["problems"]]

@@ -1,16 +1,19 @@
 """The training loop end to end on SynthDFER `tiny`, generated once for this module."""
+
 import json
 import math
 
 import pytest
 import torch
 
+import rdfer.evaluation
 from rdfer import checkpoint, load_model
 from rdfer import training as train_module
 from rdfer.config import ConfigError, load_config
 from rdfer.evaluate import main as evaluate_main
-from rdfer.train import parse_folds, train, train_folds
+from rdfer.metrics import confusion_matrix
 from rdfer.train import main as train_main
+from rdfer.train import parse_folds, train, train_folds
 from rdfer.training import TrainingError
 
 
@@ -21,7 +24,8 @@ def without_timing(history):
 def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
     summary = train(tiny_config(tmp_path), progress=False)
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
-    assert summary["history"][0]["warm"] is False and summary["history"][1]["warm"] is True
+    # robust.warmup=0.34 of 3 epochs: the warm-up ends after epoch 1 (`warm` says it has ended by the row's end).
+    assert [h["warm"] for h in summary["history"]] == [True, True, True]
     for row in summary["history"]:
         assert 0 <= row["test_war"] <= 1 and 0 <= row["test_uar"] <= 1
         assert row["share_easy"] + row["share_hard"] + row["share_noisy"] == pytest.approx(1)
@@ -39,7 +43,8 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     cfg = tiny_config(tmp_path / "cut")
     steps_per_epoch = 42 // 8  # tiny: 42 training clips, the last partial batch dropped
     assert train(cfg, progress=False, stop_after_steps=steps_per_epoch + 2) == {
-        "interrupted_at_step": steps_per_epoch + 2}
+        "interrupted_at_step": steps_per_epoch + 2
+    }
     assert checkpoint.load(tmp_path / "cut" / "last.pt")["epoch"] == 0  # only epoch 1 completed
     resumed = train(cfg, resume=tmp_path / "cut" / "last.pt", progress=False)
     assert without_timing(resumed["history"]) == without_timing(whole["history"])
@@ -48,7 +53,9 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["selector"]["ema"].nan_to_num(-1), b["selector"]["ema"].nan_to_num(-1))
-    assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (tmp_path / "cut" / "noisy_samples.csv").read_text()
+    assert (tmp_path / "whole" / "noisy_samples.csv").read_text() == (
+        tmp_path / "cut" / "noisy_samples.csv"
+    ).read_text()
 
 
 def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypatch):
@@ -100,15 +107,55 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tiny_config, tmp_
         train(tiny_config(tmp_path / "all", "optim.max_bad_steps=3"), progress=False)
 
 
-def test_evaluate_cli_matches_training_and_covers_every_clip(tiny_config, tmp_path, capsys):
-    summary = train(tiny_config(tmp_path, "optim.epochs=1"), progress=False)
+def recorded_predictions(monkeypatch) -> list[dict]:
+    """Each evaluation's video logits by clip (training's and the evaluate CLI's), in the order they run."""
+    calls = []
+    real = rdfer.evaluation.predict_loader
+
+    def recording(*args, **kwargs):
+        logits, labels, ids, skipped = real(*args, **kwargs)
+        by_clip = {"logits": torch.empty_like(logits), "labels": torch.empty_like(labels)}
+        by_clip["logits"][ids], by_clip["labels"][ids] = logits, labels
+        calls.append(by_clip)
+        return logits, labels, ids, skipped
+
+    monkeypatch.setattr(rdfer.evaluation, "predict_loader", recording)
+    return calls
+
+
+@pytest.mark.slow
+def test_evaluate_cli_matches_training_and_covers_every_clip(colour_config, tmp_path, capsys, monkeypatch):
+    # The colour dataset's model predicts several classes, some clips right and some wrong, on 15 test clips
+    # (not a multiple of the batch of 8): the evaluate CLI must compute the same video logits as training's
+    # last evaluation, hence the same confusion matrix, WAR and UAR.
+    evaluations = recorded_predictions(monkeypatch)
+    summary = train(colour_config(tmp_path), progress=False)
     capsys.readouterr()
     png = tmp_path / "cm.png"
-    assert evaluate_main(["--checkpoint", str(tmp_path / "last.pt"), "--png", str(png), "--no-progress",
-                          "--output", str(tmp_path / "eval.json")]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(tmp_path / "last.pt"),
+                "--png",
+                str(png),
+                "--no-progress",
+                "--output",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result == json.loads((tmp_path / "eval.json").read_text())
-    assert result["num_clips"] == 14 and sum(map(sum, result["confusion"])) == 14  # tiny: 14 test clips
+    assert len(evaluations) == 3 + 1  # one per epoch, then the CLI's
+    trained, evaluated = evaluations[-2], evaluations[-1]
+    torch.testing.assert_close(evaluated["logits"], trained["logits"], rtol=1e-5, atol=1e-5)
+    predicted, labels = evaluated["logits"].argmax(-1), evaluated["labels"]
+    assert len(set(predicted.tolist())) >= 3, f"a degenerate model predicts {predicted.tolist()}"
+    assert 0 < (predicted == labels).sum() < len(labels)
+    assert result["num_clips"] == 15 and sum(map(sum, result["confusion"])) == 15
+    assert result["confusion"] == confusion_matrix(predicted, labels, 7).tolist()
     assert result["war"] == summary["last_epoch"]["war"] and result["uar"] == summary["last_epoch"]["uar"]
     assert set(result["per_class_recall"]) == set(result["classes"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
