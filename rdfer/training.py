@@ -17,10 +17,7 @@ what the agreement, the categories and the weights are.
 from __future__ import annotations
 
 import enum
-import json
-import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -41,8 +38,10 @@ from rdfer.errors import ConfigError, DataError, TrainingError, one_line
 from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
 from rdfer.ops.agreement import CATEGORY_NAMES
+from rdfer.optimization import lr_lambda, param_groups
 from rdfer.robust.loss import rdfer_loss
 from rdfer.robust.selector import Selector, make_selector
+from rdfer.run_log import check_out, finish, log_row, start_log
 
 
 class Step(enum.Enum):
@@ -57,9 +56,6 @@ class Step(enum.Enum):
 # Keys a resumed run may change: they do not change what was learned (optim.epochs extends the run).
 RESUME_MAY_CHANGE = ("optim.epochs", "data.cache", "data.loader", "data.workers")
 # What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "noisy_samples.csv", "tensorboard")
-
-
 class _Interrupted(Exception):
     """Raised by the stop_after_steps test hook: the run ends as if killed, writing nothing more."""
 
@@ -146,25 +142,6 @@ def train(
 # ----------------------------------------------------------------------------------------------------- setup
 
 
-def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
-    """run.out as a writable folder; a folder holding another run only with `overwrite` (or to resume)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"run.out {out} is a file, not a folder: choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"run.out {out}: cannot create the folder ({e.strerror}): choose another --out") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"run.out {out}: the folder is not writable: choose another --out")
-    previous = [name for name in RUN_FILES if (out / name).exists()]
-    if previous and not resume and not overwrite:
-        raise ConfigError(
-            f"run.out {out} holds another run ({', '.join(previous)}): continue it with --resume, choose another "
-            "--out, or pass --overwrite to replace it"
-        )
-    return out
-
-
 def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool,
           make: Callable[..., Selector] | None = None) -> Run:
     if cfg.data.batch_size % world.size:
@@ -239,34 +216,6 @@ def _loaders(cfg: Config, world, device, train_split: Split, test_split: Split, 
     test_shard = distributed.eval_shard(len(test_split), world) if world.distributed else None
     test = build_loader(test_split, cfg.data, train=False, sampler=test_shard, **args)
     return train, test
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.dim() <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_lambda(cfg: Config, steps_per_epoch: int, restart: tuple[int, float] | None = None):
-    """Per-iteration linear warm-up, then cosine down to min_lr, as a factor of optim.lr.
-
-    `restart` (step, factor) re-plans an extended run: from that step on, a cosine from the factor the run had
-    reached down to min_lr over the steps that remain."""
-    o = cfg.optim
-    total = o.epochs * steps_per_epoch
-    warm = int(o.warmup_epochs * steps_per_epoch)
-    floor = o.min_lr / o.lr
-    begin, top = restart if restart is not None else (warm, 1.0)
-
-    def factor(step: int) -> float:
-        if step < warm and restart is None:
-            return (step + 1) / warm
-        progress = (step - begin) / max(total - begin, 1)
-        return floor + (top - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-    return factor
 
 
 def restore(run: Run, path: Path) -> None:
@@ -457,7 +406,7 @@ def end_epoch(run: Run, row: dict) -> None:
         return
     if run.rewrite_log:
         start_log(run)
-    _log(run, row)
+    log_row(run, row)
     cfg = run.cfg
     state = {
         "epoch": run.epoch, "step": run.step, "config": cfg.to_dict(), "classes": list(run.model.classes),
@@ -480,56 +429,3 @@ def check_finite(run: Run) -> None:
         f"optim.grad_clip may help); nothing of this epoch was saved, the last complete checkpoint is "
         f"{run.out / 'last.pt'}"
     )
-
-
-def start_log(run: Run) -> None:
-    """At the first epoch this process logs: a fresh run replaces what another run left in run.out (only now
-    that it has an epoch of its own); metrics.jsonl restarts from this run's history."""
-    if not run.resumed:
-        for name in ("summary.json", "noisy_samples.csv", "best.pt"):
-            (run.out / name).unlink(missing_ok=True)
-        shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
-    with (run.out / "metrics.jsonl").open("w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in run.history[:-1])
-    run.rewrite_log = False
-
-
-def _log(run: Run, row: dict) -> None:
-    if run.writer is None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run.writer = SummaryWriter(str(run.out / "tensorboard"))
-    for k, v in row.items():
-        if isinstance(v, (int, float)) and k != "epoch":
-            run.writer.add_scalar(k, v, row["epoch"])
-    with (run.out / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
-    test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
-    print(
-        f"epoch {row['epoch']}: loss={row['loss']:.4f} train_acc={row['train_acc']:.4f}{test} "
-        f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s",
-        file=sys.stderr,
-    )
-    if len(run.skipped):
-        print(run.skipped.summary(), file=sys.stderr)
-
-
-def finish(run: Run) -> dict:
-    """noisy_samples.csv and summary.json (rank 0); the summary is the return value of train()."""
-    if not run.world.main:
-        return {"rank": run.world.rank}
-    records = run.train_split.records
-    flagged = run.selector.write_noisy(run.out / "noisy_samples.csv", [r.key for r in records],
-                                     [r.label for r in records], run.train_split.classes)  # fmt: skip
-    evaluated = [h for h in run.history if "test_war" in h]
-    best = max(evaluated, key=lambda h: h["test_war"])  # the field's convention: best-WAR epoch, its own UAR
-    last = evaluated[-1]
-
-    def pick(h: dict) -> dict:
-        return {"epoch": h["epoch"], "war": h["test_war"], "uar": h["test_uar"]}
-
-    summary = {"best_war_epoch": pick(best), "last_epoch": pick(last), "noisy_flagged": flagged,
-               "out": str(run.out), "history": run.history}  # fmt: skip
-    (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
