@@ -1,4 +1,4 @@
-// Key-expression re-sampling (SPEC §2.4): operator schemas, shared checks and the CPU kernels.
+// Key-expression re-sampling (docs/method.md §2): operator schemas, shared checks and the CPU kernels.
 //
 // rdfer::key_positions, rdfer::clip_indices, rdfer::gather_clips, rdfer::gather_clips_normalized and
 // rdfer::gather_clips_backward. Each one computes exactly what its twin in rdfer/ops/resample.py computes;

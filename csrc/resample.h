@@ -1,4 +1,4 @@
-// Key-expression re-sampling (SPEC §2.4): shared declarations of the CPU (resample.cpp) and CUDA
+// Key-expression re-sampling (docs/method.md §2): shared declarations of the CPU (resample.cpp) and CUDA
 // (resample_cuda.cu) kernels. The PyTorch twins in rdfer/ops/resample.py define what every op computes.
 #pragma once
 

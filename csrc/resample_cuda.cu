@@ -1,4 +1,4 @@
-// Key-expression re-sampling (SPEC §2.4): the CUDA kernels of the rdfer:: operators defined in resample.cpp.
+// Key-expression re-sampling (docs/method.md §2): the CUDA kernels of the rdfer:: operators defined in resample.cpp.
 // Out-of-range frame indices trip a device-side assert, as the twin's advanced indexing does on CUDA.
 #include "resample_cuda.cuh"
 

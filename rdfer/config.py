@@ -1,6 +1,6 @@
 """The configuration schema: nested dataclasses, loaded from YAML plus `section.key=value` overrides.
 
-Defaults are SPEC.md's (the paper's setting) except where a field says "package's choice". Unknown keys and
+Defaults are the paper's (docs/method.md) except where a field says "package's choice". Unknown keys and
 values of the wrong type are errors that name the key; nothing is silently ignored.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ is, as JSON.
 A video file goes through the face preprocessing of rdfer.data.faces (detect, smooth, square crop, resize); a
 folder of frame images is taken as already-cropped face frames (DFEW's layout, or the output of
 `python -m rdfer.data crop`) unless --detect is given. A folder of video files predicts each of them. The
-model sees T = data.num_frames frames at uniform indices (SPEC §1), exactly as in evaluation.
+model sees T = data.num_frames frames at uniform indices (docs/method.md §1), exactly as in evaluation.
 
 Per video: {"video", "duration_s", "fps", "class", "probabilities", "timeline": [{"time_s", "frame",
 "probabilities"}] (the synopsis stream's instances), "key_positions_s", "key_frames", "agreement",

@@ -27,7 +27,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, run: RunConfig):
-    """bf16 autocast on CUDA by default (SPEC §4); full precision on the CPU unless asked."""
+    """bf16 autocast on CUDA by default (docs/method.md §4); full precision on the CPU unless asked."""
     enabled = run.amp == "bf16" or (run.amp == "auto" and device.type == "cuda")
     if not enabled:
         return contextlib.nullcontext()

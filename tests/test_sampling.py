@@ -1,4 +1,4 @@
-"""Frame sampling (SPEC §1, §2.2) and the seeded random streams."""
+"""Frame sampling (docs/method.md §1) and the seeded random streams."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Clip-consistent training augmentation (SPEC §1): one parameter set per clip, applied to all its frames.
+"""Clip-consistent training augmentation (docs/method.md §1): one parameter set per clip, applied to all its frames.
 
 `sample_augment` draws the parameters from a clip's random stream; `apply_augment` is the reference
 definition of what they do to the pixels, which the DALI pipeline and rdfer.ops.resample's augmented gather

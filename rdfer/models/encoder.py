@@ -1,4 +1,4 @@
-"""Frame encoders (SPEC §2.1): ResNet-18/50 in torchvision's state-dict layout, a small CNN for CPU presets,
+"""Frame encoders (docs/method.md §2): ResNet-18/50 in torchvision's state-dict layout, a small CNN for CPU presets,
 and the temporal shift (TSM) inside groups of consecutive frames.
 
 The ResNets are written here (not imported from torchvision, which has no CPU wheel to pin) with torchvision's

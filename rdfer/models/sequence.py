@@ -1,4 +1,4 @@
-"""The sequence head of each stream (SPEC §2.3): BiLSTM -> temporal attention gate -> instance classifier,
+"""The sequence head of each stream (docs/method.md §2): BiLSTM -> temporal attention gate -> instance classifier,
 and Conv1d pooling of the instances into the bag (video) feature, classified by the same classifier."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key-expression re-sampling (SPEC §2.4): key positions, clip frame indices, and the frame gather.
+"""Key-expression re-sampling (docs/method.md §2): key positions, clip frame indices, and the frame gather.
 
 The twins below define the ops. Index arithmetic is float32 in a fixed order so the C++/CUDA op can reproduce
 it bit for bit: a frame index is floor(center + (j - (L-1)/2) * stride + 0.5), clamped to [0, T-1].

@@ -1,4 +1,4 @@
-"""The training loss (SPEC §4): per-sample weighted, label-smoothed cross-entropy over the detail and synopsis
+"""The training loss (docs/method.md §4): per-sample weighted, label-smoothed cross-entropy over the detail and synopsis
 video logits and the instance logits of both streams, plus the L1 loss of learned key positions."""
 
 from __future__ import annotations
