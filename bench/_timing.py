@@ -1,5 +1,6 @@
 """What every rdfer benchmark shares: timed rounds of several calls, and a summary printed after pytest's own
 output (outside output capture), so the ratios measured in one run are read together."""
+
 from __future__ import annotations
 
 import contextlib

@@ -43,7 +43,9 @@ _NOTES: list[str] = []
 def config(variant: str):
     base = ["data.dataset=dfew", "data.root=unused"] if GPU else []
     amp = "bf16" if variant.endswith("bf16") or "bf16-" in variant else "off"
-    return load_config("dfew" if GPU else "quick", [*base, f"run.amp={amp}", "run.out=unused", "optim.epochs=1"])
+    return load_config(
+        "dfew" if GPU else "quick", [*base, f"run.amp={amp}", "run.out=unused", "optim.epochs=1"]
+    )
 
 
 def make_run(variant: str, monkeypatch):
@@ -103,5 +105,7 @@ def test_training_step(benchmark, monkeypatch, variant: str) -> None:
         torch.cuda.synchronize()
     robust = (time.perf_counter() - t0) / 20
     step = benchmark.stats.stats.min / STEPS
-    _NOTES.append(f"  the selector's assess + commit: {1e3 * robust:.2f} ms, {100 * robust / step:.1f}% of a "
-                  f"{variant} step ({1e3 * step:.1f} ms)")  # fmt: skip
+    _NOTES.append(
+        f"  the selector's assess + commit: {1e3 * robust:.2f} ms, {100 * robust / step:.1f}% of a "
+        f"{variant} step ({1e3 * step:.1f} ms)"
+    )

@@ -96,7 +96,9 @@ def load(path: Path, *, for_training: bool = False) -> dict[str, Any]:
             f"when loaded ({first}); an rdfer checkpoint never does"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file: {e})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or not a torch file: {e})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:
         raise CheckpointError(f"{path}: not an rdfer checkpoint (format {FORMAT})")
     if for_training and any(k not in state for k in TRAINING_KEYS):

@@ -3,6 +3,7 @@
 Defaults are the paper's (docs/method.md) except where a field says "package's choice". Unknown keys and
 values of the wrong type are errors that name the key; nothing is silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,10 @@ from typing import Any
 
 import yaml
 
+from rdfer.errors import ConfigError
+
 PACKAGED = Path(__file__).parent / "configs"
 DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")  # run.device and every --device
-
-from rdfer.errors import ConfigError
 
 
 @dataclass
@@ -75,12 +76,16 @@ class RobustConfig:
     suspect labels in noisy_samples.csv (no treatment measured so far beat cross-entropy by more than a point
     at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`."""
 
-    enabled: bool = False  # off: plain (label-smoothed) cross-entropy, every weight 1; the statistics still kept
+    enabled: bool = (
+        False  # off: plain (label-smoothed) cross-entropy, every weight 1; the statistics still kept
+    )
     method: str = "rdfer"  # rdfer | small_loss | agreement (oracle: the noise experiment only)
     noisy_weight: float = 0.0  # loss weight of a sample judged noisy
     weight_cap: float = 2.0  # rdfer, small_loss: a batch's weights are scaled to sum to B, by at most this
     # rdfer: ramped, re-decided exclusion; the warm-up ends by a measured signal
-    warmup_corr: float = 0.7  # rank correlation of consecutive epochs' per-sample losses that ends the warm-up
+    warmup_corr: float = (
+        0.7  # rank correlation of consecutive epochs' per-sample losses that ends the warm-up
+    )
     window: int = 0  # epochs of per-sample loss the ranking reads (trailing); 0: every epoch so far
     ramp: int = 3  # epochs from the warm-up's end to the full exclusion share
     max_share: float = 0.5  # most of the data ever excluded
@@ -213,19 +218,31 @@ def validate(cfg: Config) -> Config:
     m, d, o, r, run = cfg.model, cfg.data, cfg.optim, cfg.robust, cfg.run
     checks = [
         (m.synopsis_frames >= 1, f"model.synopsis_frames must be at least 1, got {m.synopsis_frames}"),
-        (m.heads >= 1 and m.lstm_layers >= 1 and m.lstm_hidden >= 1 and m.feature_dim >= 1,
-         "model.heads, model.lstm_layers, model.lstm_hidden and model.feature_dim must be at least 1"),
-        (d.num_frames > 0 and m.synopsis_frames >= 1 and d.num_frames % m.synopsis_frames == 0,
-         f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})"),
+        (
+            m.heads >= 1 and m.lstm_layers >= 1 and m.lstm_hidden >= 1 and m.feature_dim >= 1,
+            "model.heads, model.lstm_layers, model.lstm_hidden and model.feature_dim must be at least 1",
+        ),
+        (
+            d.num_frames > 0 and m.synopsis_frames >= 1 and d.num_frames % m.synopsis_frames == 0,
+            f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})",
+        ),
         (0 < d.crop_scale <= 1, f"data.crop_scale must be in (0, 1], got {d.crop_scale}"),
         (0 <= d.color_jitter < 1, f"data.color_jitter must be in [0, 1), got {d.color_jitter}"),
         (d.image_size >= 16, f"data.image_size must be at least 16, got {d.image_size}"),
         (d.batch_size >= 1, f"data.batch_size must be at least 1, got {d.batch_size}"),
-        (d.workers is None or d.workers >= 0, f"data.workers must be 0 or more (or null: automatic), got {d.workers}"),
-        (m.heads >= 1 and (2 * m.lstm_hidden) % m.heads == 0, f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})"),
+        (
+            d.workers is None or d.workers >= 0,
+            f"data.workers must be 0 or more (or null: automatic), got {d.workers}",
+        ),
+        (
+            m.heads >= 1 and (2 * m.lstm_hidden) % m.heads == 0,
+            f"2 * model.lstm_hidden ({2 * m.lstm_hidden}) must divide by model.heads ({m.heads})",
+        ),
         (m.clips >= 1 and m.clip_length >= 1, "model.clips and model.clip_length must be at least 1"),
-        (not m.tsm or m.synopsis_frames % 4 == 0,
-         f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must divide by 4"),
+        (
+            not m.tsm or m.synopsis_frames % 4 == 0,
+            f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must divide by 4",
+        ),
         (m.stride > 0, f"model.stride must be positive, got {m.stride}"),
         (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (o.epochs >= 1, f"optim.epochs must be at least 1, got {o.epochs}"),
@@ -233,9 +250,15 @@ def validate(cfg: Config) -> Config:
         (0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
         (o.max_bad_steps >= 1, "optim.max_bad_steps must be at least 1"),
         (o.warmup_epochs >= 0, f"optim.warmup_epochs must be 0 or more, got {o.warmup_epochs}"),
-        (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be positive (or null), got {o.grad_clip}"),
+        (
+            o.grad_clip is None or o.grad_clip > 0,
+            f"optim.grad_clip must be positive (or null), got {o.grad_clip}",
+        ),
         (run.eval_every >= 1, f"run.eval_every must be at least 1, got {run.eval_every}"),
-        (bool(DEVICE_NAMES.fullmatch(run.device)), f"run.device must be auto, cpu, cuda or cuda:N, got {run.device!r}"),
+        (
+            bool(DEVICE_NAMES.fullmatch(run.device)),
+            f"run.device must be auto, cpu, cuda or cuda:N, got {run.device!r}",
+        ),
         (0 <= r.warmup <= 1, f"robust.warmup is a share of epochs in [0, 1], got {r.warmup}"),
         (0 <= r.momentum < 1, f"robust.momentum must be in [0, 1), got {r.momentum}"),
         (0 <= r.a_min <= 1 and 0 <= r.s_max <= 1, "robust.a_min and robust.s_max must be in [0, 1]"),
@@ -243,11 +266,16 @@ def validate(cfg: Config) -> Config:
         (r.weight_cap >= 1, f"robust.weight_cap must be at least 1, got {r.weight_cap}"),
         (r.window >= 0 and r.ramp >= 1, "robust.window must be 0 or more and robust.ramp at least 1"),
         (0 < r.max_share < 1, f"robust.max_share must be in (0, 1), got {r.max_share}"),
-        (-1 <= r.warmup_corr <= 1, f"robust.warmup_corr is a rank correlation in [-1, 1], got {r.warmup_corr}"),
+        (
+            -1 <= r.warmup_corr <= 1,
+            f"robust.warmup_corr is a rank correlation in [-1, 1], got {r.warmup_corr}",
+        ),
         (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
         (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
-        (d.cache != "device" or cfg.run.device != "cpu",
-         "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto"),
+        (
+            d.cache != "device" or cfg.run.device != "cpu",
+            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -289,7 +317,9 @@ def resolve_path(name_or_path: str | Path) -> Path:
     packaged = PACKAGED / f"{name_or_path}.yaml"
     if not packaged.exists():
         names = sorted(f.stem for f in PACKAGED.glob("*.yaml"))
-        raise ConfigError(f"no config file {p} and no packaged config named {name_or_path!r} (packaged: {names})")
+        raise ConfigError(
+            f"no config file {p} and no packaged config named {name_or_path!r} (packaged: {names})"
+        )
     return packaged
 
 

@@ -10,6 +10,7 @@ Agreement memory: all-gathered. Every rank holds the whole memory; after each st
 updated are gathered to all ranks. A sample's owner changes every epoch (the permutation), so an owner-only
 memory would have to move rows between ranks anyway; the gathered rows are 4 numbers per sample in the batch.
 """
+
 from __future__ import annotations
 
 import gc
@@ -42,8 +43,11 @@ class World:
 def init(device_name: str) -> tuple[World, torch.device]:
     """World from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); the process group where size > 1
     (NCCL on CUDA, gloo on the CPU); the device of this rank."""
-    world = World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                  int(os.environ.get("LOCAL_RANK", 0)))
+    world = World(
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
     device = pick_device(device_name)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)

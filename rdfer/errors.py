@@ -3,7 +3,6 @@ returns (see rdfer.cli). Their messages name the file or key, what is wrong and 
 
 from __future__ import annotations
 
-
 _WORKER = "Original Traceback"
 
 

@@ -4,6 +4,7 @@ the confusion matrix of a checkpoint on a test split, as JSON (and a PNG on requ
 Sampling is deterministic (segment centres, no augmentation) and every clip is evaluated: no batch is dropped.
 A clip that cannot be read is an error, or with --skip-bad is left out and listed in the JSON under "skipped".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ def plot_confusion(metrics: dict, classes, path: Path, title: str = "") -> None:
     ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black"
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -46,8 +49,11 @@ def plot_confusion(metrics: dict, classes, path: Path, title: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rdfer.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m rdfer.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a training run")
     p.add_argument("--dataset", help="default: the checkpoint's")
     p.add_argument("--root", help="default: the checkpoint's")
@@ -75,27 +81,45 @@ def _main(argv: list[str] | None) -> int:
             raise ConfigError(f"{path}: the folder {path.parent} does not exist")
     device = runtime.pick_device(args.device)
     model = RDFER.from_checkpoint(args.checkpoint, device)
-    overrides = [f"data.{k}={v}" for k, v in (("dataset", args.dataset), ("root", args.root), ("fold", args.fold),
-                                               ("batch_size", args.batch_size), ("workers", args.workers))
-                 if v is not None]  # fmt: skip
+    overrides = [
+        f"data.{k}={v}"
+        for k, v in (
+            ("dataset", args.dataset),
+            ("root", args.root),
+            ("fold", args.fold),
+            ("batch_size", args.batch_size),
+            ("workers", args.workers),
+        )
+        if v is not None
+    ]
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
     cfg = load_config(model.config.to_dict(), overrides)
     root = cfg.data.root
     if args.root is None and root is not None and not Path(root).exists():
-        raise DataError(f"{args.checkpoint}: its data.root {root} does not exist here (a path relative to where "
-                        "it was trained?): pass --root")
+        raise DataError(
+            f"{args.checkpoint}: its data.root {root} does not exist here (a path relative to where "
+            "it was trained?): pass --root"
+        )
     progress = not args.no_progress and sys.stderr.isatty()
     train_split, test_split = load_splits(cfg.data, progress)
     split = test_split if args.split == "test" else train_split
     if tuple(split.classes) != model.classes:
-        raise ConfigError(f"the checkpoint's classes {model.classes} are not the {args.split} split's "
-                          f"{split.classes}")
-    loader = build_loader(split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed,
-                          device=device)
+        raise ConfigError(
+            f"the checkpoint's classes {model.classes} are not the {args.split} split's {split.classes}"
+        )
+    loader = build_loader(
+        split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed, device=device
+    )
     metrics = evaluate_loader(model, loader, device, cfg.run, split.classes, progress)
-    result = {"checkpoint": str(args.checkpoint), "dataset": cfg.data.dataset, "fold": cfg.data.fold,
-              "split": args.split, "classes": list(split.classes), **metrics}  # fmt: skip
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": cfg.data.dataset,
+        "fold": cfg.data.fold,
+        "split": args.split,
+        "classes": list(split.classes),
+        **metrics,
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:

@@ -3,6 +3,7 @@
 Sampling is deterministic (segment centres, no augmentation) and every clip is evaluated: no batch is
 dropped. Under torchrun each rank evaluates its shard and the confusion matrices are summed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,10 +36,12 @@ def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, p
     return torch.cat(logits), torch.cat(labels), torch.cat(ids), skipped
 
 
-def evaluate_loader(model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False,
-                    world: World = World()) -> dict:
+def evaluate_loader(
+    model: RDFER, loader, device, run: RunConfig, classes, progress: bool = False, world: World | None = None
+) -> dict:
     """Metrics over the clips the loader yields; under torchrun each rank passes its shard and the confusion
     matrices are summed, so the result equals one process evaluating every clip."""
+    world = World() if world is None else world
     logits, labels, _, skipped = predict_loader(model, loader, device, run, progress)
     cm = all_reduce_sum(confusion_matrix(logits.argmax(-1), labels, len(classes)).to(device), world).cpu()
     metrics = summarize(cm, classes)

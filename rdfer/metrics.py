@@ -1,4 +1,5 @@
 """WAR (accuracy), UAR (mean per-class recall), the confusion matrix, and AUROC (for the noise experiment)."""
+
 from __future__ import annotations
 
 import torch
@@ -19,13 +20,17 @@ def summarize(cm: Tensor, classes: tuple[str, ...] | list[str]) -> dict:
     cm = cm.double()
     support = cm.sum(1)
     total = float(support.sum())
-    recall = torch.where(support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, float("nan")))
+    recall = torch.where(
+        support > 0, cm.diag() / support.clamp(min=1), torch.full_like(support, float("nan"))
+    )
     present = support > 0
     return {
         "war": float(cm.diag().sum() / total) if total else float("nan"),
         "uar": float(recall[present].mean()) if present.any() else float("nan"),
         "num_clips": int(total),
-        "per_class_recall": {c: (None if not present[i] else float(recall[i])) for i, c in enumerate(classes)},
+        "per_class_recall": {
+            c: (None if not present[i] else float(recall[i])) for i, c in enumerate(classes)
+        },
         "confusion": cm.long().tolist(),
     }
 

@@ -11,6 +11,7 @@ Per video: {"video", "duration_s", "fps", "class", "probabilities", "timeline": 
 "probabilities"}] (the synopsis stream's instances), "key_positions_s", "key_frames", "agreement",
 "majority_class", "frames_without_face"}; a video that fails is {"video", "error"} and the exit status is 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import torch
 from rdfer import cli
 from rdfer.data import faces
 from rdfer.data.frames import IMAGE_SUFFIXES, read_clip, videos_in
-from rdfer.errors import ConfigError, DataError
 from rdfer.data.sampling import uniform_indices
+from rdfer.errors import ConfigError, DataError
 from rdfer.models import RDFER
 from rdfer.ops.agreement import agreement_reference
 from rdfer.robust.memory import agreement_params
@@ -46,13 +47,20 @@ def _seconds(times: np.ndarray, fps: float | None, frame: int) -> float | None:
 
 
 def _probs(classes, p: torch.Tensor) -> dict[str, float]:
-    return {c: float(v) for c, v in zip(classes, p.tolist())}
+    return {c: float(v) for c, v in zip(classes, p.tolist(), strict=False)}
 
 
 @torch.no_grad()
-def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.device = "cpu",
-            plot: str | Path | None = None, detect: bool | None = None, fps: float | None = None,
-            margin: float = 0.25) -> dict:
+def predict(
+    video_or_frames: str | Path,
+    checkpoint,
+    *,
+    device: str | torch.device = "cpu",
+    plot: str | Path | None = None,
+    detect: bool | None = None,
+    fps: float | None = None,
+    margin: float = 0.25,
+) -> dict:
     """Predict one clip: a video file (faces detected and cropped) or a frame folder (taken as face crops
     unless `detect=True`). `checkpoint` is a path or an already loaded RDFER (rdfer.load_model).
     `fps` gives a frame folder its rate (videos use their own). `plot` writes a PNG timeline there.
@@ -76,8 +84,11 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
         frames, missing = read_clip(path, indices, cfg.image_size), []
     coverage = 1.0 - len(missing) / len(np.unique(indices))
     if missing:
-        warnings.warn(f"{path}: a face was found in {coverage:.0%} of the sampled frames; the others are cropped "
-                      "at a box interpolated from their neighbours (see frames_without_face)", stacklevel=2)
+        warnings.warn(
+            f"{path}: a face was found in {coverage:.0%} of the sampled frames; the others are cropped "
+            "at a box interpolated from their neighbours (see frames_without_face)",
+            stacklevel=2,
+        )
 
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).to(device)  # [1, T, 3, H, W] uint8
     out = model(x)
@@ -87,8 +98,14 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
 
     syn_probs = out["synopsis_instance_logits"][0].float().softmax(-1).cpu()
     syn_frames = indices[out["synopsis_indices"][0].cpu().numpy()]
-    timeline = [{"time_s": _seconds(info.times, info.fps, int(f)), "frame": int(f),
-                 "probabilities": _probs(classes, p)} for f, p in zip(syn_frames, syn_probs)]
+    timeline = [
+        {
+            "time_s": _seconds(info.times, info.fps, int(f)),
+            "frame": int(f),
+            "probabilities": _probs(classes, p),
+        }
+        for f, p in zip(syn_frames, syn_probs, strict=False)
+    ]
     # A key position is a (possibly fractional) place on the T-frame timeline: round half up, then map to the
     # video frame that timeline position was loaded from.
     key_t = [min(t - 1, max(0, math.floor(p + 0.5))) for p in out["key_positions"][0].float().cpu().tolist()]
@@ -98,8 +115,14 @@ def predict(video_or_frames: str | Path, checkpoint, *, device: str | torch.devi
     # The package's agreement rule (majority and its ties) itself; the label, sample id and memory are
     # placeholders that A and the majority do not depend on.
     zero = torch.zeros(1, dtype=torch.long)
-    stats = agreement_reference(clip_logits, zero, zero, torch.full((1, 2), float("nan")),
-                                agreement_params(model.config.robust), warm=False)
+    stats = agreement_reference(
+        clip_logits,
+        zero,
+        zero,
+        torch.full((1, 2), float("nan")),
+        agreement_params(model.config.robust),
+        warm=False,
+    )
     result = {
         "video": str(path),
         "duration_s": info.duration,
@@ -132,7 +155,7 @@ def plot_timeline(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.2))
     for c in result["probabilities"]:
         ax.plot(xs, [e["probabilities"][c] for e in result["timeline"]], marker=".", label=c)
-    for k in (result["key_positions_s"] if timed else result["key_frames"]):
+    for k in result["key_positions_s"] if timed else result["key_frames"]:
         ax.axvline(k, color="black", linestyle="--", linewidth=0.8)
     step = 1 / result["fps"] if timed else 1.0  # one frame on the x axis
     for f in result["frames_without_face"]:  # shaded: the crop there is interpolated, not detected
@@ -142,8 +165,10 @@ def plot_timeline(result: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s)" if timed else "frame")
     ax.set_ylabel("probability")
-    ax.set_title(f"{Path(result['video']).name}: {result['class']} "
-                 f"({result['probabilities'][result['class']]:.2f}), agreement {result['agreement']:.2f}")
+    ax.set_title(
+        f"{Path(result['video']).name}: {result['class']} "
+        f"({result['probabilities'][result['class']]:.2f}), agreement {result['agreement']:.2f}"
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +188,11 @@ def expand_inputs(items: list[Path]) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rdfer.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m rdfer.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="+", type=Path, help="video files, frame folders, or folders of videos")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--device", default="cpu")
@@ -184,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not args.margin >= 0:
-        raise ConfigError(f"--margin must be 0 or more (crop side = face side x (1 + margin)), got {args.margin}")
+        raise ConfigError(
+            f"--margin must be 0 or more (crop side = face side x (1 + margin)), got {args.margin}"
+        )
     if args.output is not None and not args.output.parent.is_dir():
         raise ConfigError(f"--output {args.output}: the folder {args.output.parent} does not exist")
     device = pick_device(args.device)
@@ -195,8 +225,17 @@ def _main(argv: list[str] | None) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                results.append(predict(clip, model, device=device, plot=png, detect=args.detect or None,
-                                       fps=args.fps, margin=args.margin))
+                results.append(
+                    predict(
+                        clip,
+                        model,
+                        device=device,
+                        plot=png,
+                        detect=args.detect or None,
+                        fps=args.fps,
+                        margin=args.margin,
+                    )
+                )
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
         except DataError as e:

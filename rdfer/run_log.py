@@ -26,7 +26,9 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"run.out {out}: cannot create the folder ({e.strerror}): choose another --out") from None
+        raise ConfigError(
+            f"run.out {out}: cannot create the folder ({e.strerror}): choose another --out"
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"run.out {out}: the folder is not writable: choose another --out")
     previous = [name for name in RUN_FILES if (out / name).exists()]
@@ -76,8 +78,12 @@ def finish(run: Run) -> dict:
     if not run.world.main:
         return {"rank": run.world.rank}
     records = run.train_split.records
-    flagged = run.selector.write_noisy(run.out / "noisy_samples.csv", [r.key for r in records],
-                                     [r.label for r in records], run.train_split.classes)  # fmt: skip
+    flagged = run.selector.write_noisy(
+        run.out / "noisy_samples.csv",
+        [r.key for r in records],
+        [r.label for r in records],
+        run.train_split.classes,
+    )
     evaluated = [h for h in run.history if "test_war" in h]
     best = max(evaluated, key=lambda h: h["test_war"])  # the field's convention: best-WAR epoch, its own UAR
     last = evaluated[-1]
@@ -85,7 +91,12 @@ def finish(run: Run) -> dict:
     def pick(h: dict) -> dict:
         return {"epoch": h["epoch"], "war": h["test_war"], "uar": h["test_uar"]}
 
-    summary = {"best_war_epoch": pick(best), "last_epoch": pick(last), "noisy_flagged": flagged,
-               "out": str(run.out), "history": run.history}  # fmt: skip
+    summary = {
+        "best_war_epoch": pick(best),
+        "last_epoch": pick(last),
+        "noisy_flagged": flagged,
+        "out": str(run.out),
+        "history": run.history,
+    }
     (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,4 +1,5 @@
 """Device, precision and random-state plumbing shared by train, evaluate and predict."""
+
 from __future__ import annotations
 
 import contextlib
@@ -64,4 +65,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-

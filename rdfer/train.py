@@ -4,6 +4,7 @@ With no arguments it trains the packaged `quick` config: SynthDFER `quick` (gene
 ~/.cache/rdfer, or $RDFER_CACHE) with the small CPU encoder, on whatever device is there. The loop itself is
 rdfer.training.train.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,25 @@ def train_folds(cfg: Config, folds: list[int], progress: bool = True, overwrite:
     for k in folds:
         fold_cfg = load_config(cfg.to_dict(), [f"data.fold={k}", f"run.out={base / f'fold{k}'}"])
         s = train(fold_cfg, progress=progress, overwrite=overwrite)
-        rows.append({"fold": k, **{f"best_{m}": s["best_war_epoch"][m] for m in ("war", "uar", "epoch")},
-                     **{f"last_{m}": s["last_epoch"][m] for m in ("war", "uar")}})
+        rows.append(
+            {
+                "fold": k,
+                **{f"best_{m}": s["best_war_epoch"][m] for m in ("war", "uar", "epoch")},
+                **{f"last_{m}": s["last_epoch"][m] for m in ("war", "uar")},
+            }
+        )
     keys = ("best_war", "best_uar", "last_war", "last_uar")
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     table = ["| fold | best-WAR epoch | WAR | UAR | last WAR | last UAR |", "|---|---|---|---|---|---|"]
-    table += [f"| {r['fold']} | {r['best_epoch']} | {100 * r['best_war']:.2f} | {100 * r['best_uar']:.2f} | "
-              f"{100 * r['last_war']:.2f} | {100 * r['last_uar']:.2f} |" for r in rows]
-    table.append(f"| mean | | {100 * mean['best_war']:.2f} | {100 * mean['best_uar']:.2f} | "
-                 f"{100 * mean['last_war']:.2f} | {100 * mean['last_uar']:.2f} |")
+    table += [
+        f"| {r['fold']} | {r['best_epoch']} | {100 * r['best_war']:.2f} | {100 * r['best_uar']:.2f} | "
+        f"{100 * r['last_war']:.2f} | {100 * r['last_uar']:.2f} |"
+        for r in rows
+    ]
+    table.append(
+        f"| mean | | {100 * mean['best_war']:.2f} | {100 * mean['best_uar']:.2f} | "
+        f"{100 * mean['last_war']:.2f} | {100 * mean['last_uar']:.2f} |"
+    )
     result = {"folds": rows, "mean": mean}
     base.mkdir(parents=True, exist_ok=True)
     (base / "folds.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -42,10 +53,16 @@ def train_folds(cfg: Config, folds: list[int], progress: bool = True, overwrite:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rdfer.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="quick",
-                   help="a YAML file, or a packaged config: quick (default), dfew, ferv39k, mafw")
+    p = argparse.ArgumentParser(
+        prog="python -m rdfer.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        default="quick",
+        help="a YAML file, or a packaged config: quick (default), dfew, ferv39k, mafw",
+    )
     p.add_argument("--dataset", help="dfew | ferv39k | mafw | manifest | synthetic")
     p.add_argument("--root", help="dataset root (for manifest: the train CSV)")
     p.add_argument("--fold", type=int, help="fold to train (DFEW, MAFW: 1..5)")
@@ -55,10 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", help="output folder (checkpoints, logs, TensorBoard, noisy_samples.csv)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="resume from a checkpoint (default: OUT/last.pt)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train into an --out that holds another run (its files are replaced as this run writes)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CKPT",
+        help="resume from a checkpoint (default: OUT/last.pt)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an --out that holds another run (its files are replaced as this run writes)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (a line per epoch still)")
     p.add_argument("--debug", action="store_true", help="show tracebacks (also RDFER_DEBUG=1)")
     p.add_argument("overrides", nargs="*", help="config overrides section.key=value, e.g. optim.lr=1e-4")
@@ -80,11 +106,21 @@ def parse_folds(text: str) -> list[int]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    shortcuts = {"dataset": "data.dataset", "root": "data.root", "fold": "data.fold", "epochs": "optim.epochs",
-                 "batch_size": "data.batch_size", "device": "run.device", "out": "run.out", "seed": "run.seed"}
+    shortcuts = {
+        "dataset": "data.dataset",
+        "root": "data.root",
+        "fold": "data.fold",
+        "epochs": "optim.epochs",
+        "batch_size": "data.batch_size",
+        "device": "run.device",
+        "out": "run.out",
+        "seed": "run.seed",
+    }
     if args.root is not None:  # absolute, so that evaluate and predict find it from any folder
         args.root = str(Path(args.root).resolve())
-    overrides = [f"{key}={getattr(args, name)}" for name, key in shortcuts.items() if getattr(args, name) is not None]
+    overrides = [
+        f"{key}={getattr(args, name)}" for name, key in shortcuts.items() if getattr(args, name) is not None
+    ]
     return load_config(args.config, [*overrides, *args.overrides])
 
 
@@ -116,8 +152,17 @@ def _main(argv: list[str] | None) -> int:
     if "best_war_epoch" not in summary:  # not rank 0 of a torchrun job
         return 0
     b, last = summary["best_war_epoch"], summary["last_epoch"]
-    print(json.dumps({"best_war_epoch": b, "last_epoch": last, "noisy_flagged": summary["noisy_flagged"],
-                      "out": summary["out"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "best_war_epoch": b,
+                "last_epoch": last,
+                "noisy_flagged": summary["noisy_flagged"],
+                "out": summary["out"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

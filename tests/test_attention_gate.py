@@ -19,7 +19,6 @@ triton = pytest.importorskip("triton")
 
 from rdfer.kernels import _launch  # noqa: E402
 from rdfer.kernels import attention_gate as kernel_module  # noqa: E402
-
 from rdfer.ops.attention_gate import attention_gate, attention_gate_reference  # noqa: E402
 from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES  # noqa: E402
 
@@ -184,14 +183,28 @@ def test_shared_memory_picks_the_pipelining_that_fits_or_the_twin(monkeypatch, c
     inputs = make_inputs(1, 4, 2, 16, torch.float32, seed=8)
     counts = count_launches(KERNELS)
     # Both kernels fit without pipelining only: both launch with num_stages=1.
-    shared_memory(100_000, {("gate_fwd", 3): 90_000, ("gate_bwd", 3): 150_000, ("gate_fwd", 1): 40_000,
-                            ("gate_bwd", 1): 100_000})  # fmt: skip
+    shared_memory(
+        100_000,
+        {
+            ("gate_fwd", 3): 90_000,
+            ("gate_bwd", 3): 150_000,
+            ("gate_fwd", 1): 40_000,
+            ("gate_bwd", 1): 100_000,
+        },
+    )
     attention_gate(*inputs).sum().backward()
     assert counts == {"fwd": 1, "bwd": 1}
     assert [o["num_stages"] for o in counts.options["fwd"] + counts.options["bwd"]] == [1, 1]
     # The backward does not fit at all: the twin serves the call, and RDFER_KERNELS=fast names the bytes.
-    shared_memory(100_000, {("gate_fwd", 3): 90_000, ("gate_bwd", 3): 150_000, ("gate_fwd", 1): 40_000,
-                            ("gate_bwd", 1): 100_001})  # fmt: skip
+    shared_memory(
+        100_000,
+        {
+            ("gate_fwd", 3): 90_000,
+            ("gate_bwd", 3): 150_000,
+            ("gate_fwd", 1): 40_000,
+            ("gate_bwd", 1): 100_001,
+        },
+    )
     leaves = [t.detach().requires_grad_() for t in inputs]
     assert torch.equal(attention_gate(*leaves), attention_gate_reference(*leaves))
     assert counts == {"fwd": 1, "bwd": 1}

@@ -6,7 +6,12 @@ from rdfer.config import PACKAGED, Config, ConfigError, diff, from_dict, load_co
 def test_defaults_are_the_papers():
     c = load_config()
     assert (c.data.num_frames, c.data.image_size, c.data.batch_size) == (64, 112, 128)
-    assert (c.model.encoder, c.model.synopsis_frames, c.model.clips, c.model.clip_length) == ("resnet18", 16, 4, 4)
+    assert (c.model.encoder, c.model.synopsis_frames, c.model.clips, c.model.clip_length) == (
+        "resnet18",
+        16,
+        4,
+        4,
+    )
     assert (c.optim.lr, c.optim.weight_decay, c.optim.epochs, c.optim.min_lr) == (5e-4, 0.05, 100, 5e-6)
     assert (c.robust.a_min, c.robust.s_max, c.robust.momentum) == (0.75, 0.2, 0.9)  # the agreement rule's
     # Package's choices, by the noise experiment: robust off (plain CE, suspects listed), excluded samples at 0.
@@ -23,20 +28,29 @@ def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 1e-3\nmodel:\n  encoder: small\n")
     c = load_config(path, ["optim.epochs=3", "data.workers=null", "robust.relabel=true"])
-    assert (c.optim.lr, c.model.encoder, c.optim.epochs, c.data.workers, c.robust.relabel) == (1e-3, "small", 3, None, True)
+    assert (c.optim.lr, c.model.encoder, c.optim.epochs, c.data.workers, c.robust.relabel) == (
+        1e-3,
+        "small",
+        3,
+        None,
+        True,
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lrr=1", "unknown key optim.lrr"),
-    ("optimizer.lr=1", "unknown section 'optimizer'"),
-    ("optim.lr=fast", "optim.lr: expected float"),
-    ("optim.epochs=2.5", "optim.epochs: expected int"),
-    ("robust.relabel=maybe", "robust.relabel: expected bool"),
-    ("model.encoder=vgg", "model.encoder must be one of"),
-    ("data.num_frames=30", "multiple of model.synopsis_frames"),
-    ("model.heads=7", "must divide by model.heads"),
-    ("optim.lr", "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown key optim.lrr"),
+        ("optimizer.lr=1", "unknown section 'optimizer'"),
+        ("optim.lr=fast", "optim.lr: expected float"),
+        ("optim.epochs=2.5", "optim.epochs: expected int"),
+        ("robust.relabel=maybe", "robust.relabel: expected bool"),
+        ("model.encoder=vgg", "model.encoder must be one of"),
+        ("data.num_frames=30", "multiple of model.synopsis_frames"),
+        ("model.heads=7", "must divide by model.heads"),
+        ("optim.lr", "must look like section.key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, [override])

@@ -9,10 +9,9 @@ import torch
 
 pytest.importorskip("triton")
 
+from rdfer.config import load_config
 from rdfer.kernels import agreement as agreement_kernels
 from rdfer.kernels import attention_gate as gate_kernels
-
-from rdfer.config import load_config
 from rdfer.models import RDFER
 from rdfer.robust.loss import rdfer_loss
 from rdfer.robust.memory import AgreementSelector
@@ -57,7 +56,9 @@ def train(kernels: bool, monkeypatch, count_launches) -> tuple[list[float], dict
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (2 * BATCH, FRAMES, 3, 24, 24), dtype=torch.uint8, generator=g).to(DEVICE)
     labels = torch.randint(0, CLASSES, (2 * BATCH,), generator=g).to(DEVICE)
-    robust = load_config(None, ["robust.relabel=true", "robust.relabel_margin=0.3", "robust.warmup=0.25"]).robust
+    robust = load_config(
+        None, ["robust.relabel=true", "robust.relabel_margin=0.3", "robust.warmup=0.25"]
+    ).robust
     selector = AgreementSelector(robust, 2 * BATCH, epochs=STEPS, device=DEVICE)
     losses = []
     for step in range(STEPS):

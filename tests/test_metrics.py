@@ -33,14 +33,15 @@ def test_class_without_true_samples_is_left_out_of_uar():
     assert m["uar"] == pytest.approx(0.75) and m["war"] == pytest.approx(0.75)
 
 
-
 @pytest.mark.parametrize("levels", [3, 50, 10_000])  # few levels: many ties, which count one half
 def test_auroc_matches_scikit_learn(levels):
     g = torch.Generator().manual_seed(levels)
     for _ in range(5):
         positive = torch.rand(300, generator=g) < 0.3
         scores = torch.randint(0, levels, (300,), generator=g).float() + positive.float() * levels / 4
-        assert auroc(scores, positive) == pytest.approx(roc_auc_score(positive.numpy(), scores.numpy()), abs=1e-12)
+        assert auroc(scores, positive) == pytest.approx(
+            roc_auc_score(positive.numpy(), scores.numpy()), abs=1e-12
+        )
 
 
 def test_auroc_limits():

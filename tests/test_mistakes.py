@@ -20,10 +20,23 @@ from rdfer.evaluate import main as evaluate_main
 from rdfer.prediction import main as predict_main
 from rdfer.train import main as train_main
 
-TINY = ["data.num_frames=16", "data.image_size=32", "data.batch_size=8", "data.workers=0", "model.encoder=small",
-        "model.feature_dim=16", "model.lstm_hidden=8", "model.lstm_layers=1", "model.heads=2",
-        "model.synopsis_frames=8", "model.clip_length=2", "model.stride=2", "optim.epochs=1",
-        "optim.warmup_epochs=1", "robust.warmup=0.34"]  # fmt: skip
+TINY = [
+    "data.num_frames=16",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.workers=0",
+    "model.encoder=small",
+    "model.feature_dim=16",
+    "model.lstm_hidden=8",
+    "model.lstm_layers=1",
+    "model.heads=2",
+    "model.synopsis_frames=8",
+    "model.clip_length=2",
+    "model.stride=2",
+    "optim.epochs=1",
+    "optim.warmup_epochs=1",
+    "robust.warmup=0.34",
+]
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
@@ -31,14 +44,21 @@ RESOURCES = Path(__file__).resolve().parent / "resources"
 def trained(tiny_root, tmp_path_factory):
     """A finished one-epoch run on SynthDFER tiny: its folder (last.pt, best.pt, ...)."""
     out = tmp_path_factory.mktemp("trained")
-    assert train_main(["--no-progress", "--dataset", "synthetic", "--root", str(tiny_root), "--out", str(out),
-                       *TINY]) == 0  # fmt: skip
+    assert (
+        train_main(
+            ["--no-progress", "--dataset", "synthetic", "--root", str(tiny_root), "--out", str(out), *TINY]
+        )
+        == 0
+    )
     return out
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line_error(capsys, code: int, expected_code: int, *names: str) -> str:
@@ -58,10 +78,13 @@ def train_args(root, out, *extra):
 
 # ------------------------------------------------------------------------------------------ config and usage
 
+
 def test_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: [0.1\n  epochs: 3\n")
-    one_line_error(capsys, train_main(["--config", str(bad), "--out", str(tmp_path / "o")]), 2, "bad.yaml:", "YAML")
+    one_line_error(
+        capsys, train_main(["--config", str(bad), "--out", str(tmp_path / "o")]), 2, "bad.yaml:", "YAML"
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,7 +110,9 @@ def test_cuda_on_a_machine_without_it(tiny_root, tmp_path, capsys):
 
 
 def test_a_dataset_that_needs_a_root(tmp_path, capsys):
-    one_line_error(capsys, train_main(["--config", "dfew", "--out", str(tmp_path / "o")]), 2, "data.root", "--root")
+    one_line_error(
+        capsys, train_main(["--config", "dfew", "--out", str(tmp_path / "o")]), 2, "data.root", "--root"
+    )
 
 
 @pytest.mark.parametrize("kind", ["file", "below_a_file"])
@@ -101,9 +126,12 @@ def test_an_out_that_cannot_be_a_folder(tiny_root, tmp_path, capsys, kind):
 
 # ------------------------------------------------------------------------------------------ nothing lost
 
+
 def test_a_finished_run_is_not_overwritten_without_overwrite(trained, tiny_root, capsys):
     before = snapshot(trained)
-    one_line_error(capsys, train_main(train_args(tiny_root, trained)), 2, str(trained), "--resume", "--overwrite")
+    one_line_error(
+        capsys, train_main(train_args(tiny_root, trained)), 2, str(trained), "--resume", "--overwrite"
+    )
     assert snapshot(trained) == before
 
 
@@ -126,7 +154,9 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_has_an_epoch(trained, ti
         (lambda d: d / "best.pt", ["best.pt", "weights only", "last.pt"]),
     ],
 )
-def test_resume_from_something_that_is_not_a_last_checkpoint(trained, tiny_root, tmp_path, capsys, make, names):
+def test_resume_from_something_that_is_not_a_last_checkpoint(
+    trained, tiny_root, tmp_path, capsys, make, names
+):
     folder = tmp_path / "run"
     shutil.copytree(trained, folder)
     path = make(folder)
@@ -157,7 +187,9 @@ class _Payload:
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
-def test_a_checkpoint_that_would_run_code_is_refused_everywhere(trained, tiny_root, tmp_path, capsys, command):
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(
+    trained, tiny_root, tmp_path, capsys, command
+):
     state = torch.load(trained / "last.pt", weights_only=True)
     marker = tmp_path / "code-ran"
     state["config"] = _Payload(marker)
@@ -176,7 +208,9 @@ def test_resume_with_an_override_after_it(trained, tiny_root, tmp_path, capsys):
     folder = tmp_path / "run"
     shutil.copytree(trained, folder)
     # argparse would take the override as --resume's path; it is an override, and a changed key is refused.
-    one_line_error(capsys, train_main(train_args(tiny_root, folder, "--resume", "optim.lr=0.5")), 2, "optim.lr")
+    one_line_error(
+        capsys, train_main(train_args(tiny_root, folder, "--resume", "optim.lr=0.5")), 2, "optim.lr"
+    )
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(trained, tiny_root, tmp_path, capsys):
@@ -189,6 +223,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(trained, tiny_root, tmp_
 
 
 # ------------------------------------------------------------------------------------------ data
+
 
 def test_a_root_without_its_frames_is_found_before_training(tiny_root, tmp_path, capsys):
     root = tmp_path / "root"
@@ -205,17 +240,31 @@ def test_a_corrupt_frame_during_training_names_the_file_and_the_switch(tiny_root
     frame = sorted((root / "Clip" / "clip_224x224").glob("*/*.jpg"))[0]
     shutil.copy(RESOURCES / "corrupt.jpg", frame)
     for workers in ("data.workers=0", "data.workers=1"):
-        line = one_line_error(capsys, train_main(train_args(root, tmp_path / workers, workers)), 1, frame.name)
+        line = one_line_error(
+            capsys, train_main(train_args(root, tmp_path / workers, workers)), 1, frame.name
+        )
         assert "data.skip_bad" in line
 
 
 def test_an_empty_test_split_is_found_before_training(tmp_path, capsys, tiny_root):
     frames = sorted((tiny_root / "Clip" / "clip_224x224").iterdir())
-    (tmp_path / "train.csv").write_text("path,label\n" + "".join(f"{f},{i % 3}\n" for i, f in enumerate(frames)))
+    (tmp_path / "train.csv").write_text(
+        "path,label\n" + "".join(f"{f},{i % 3}\n" for i, f in enumerate(frames))
+    )
     (tmp_path / "test.csv").write_text("path,label\n")
     out = tmp_path / "o"
-    code = train_main(["--no-progress", "--dataset", "manifest", "--root", str(tmp_path / "train.csv"),
-                       "--out", str(out), *TINY])  # fmt: skip
+    code = train_main(
+        [
+            "--no-progress",
+            "--dataset",
+            "manifest",
+            "--root",
+            str(tmp_path / "train.csv"),
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     one_line_error(capsys, code, 1, "test", "no clips")
     assert not (out / "last.pt").exists()
 
@@ -232,13 +281,15 @@ def test_a_diverging_run_never_exits_0_nor_saves_non_finite_weights(tiny_root, t
 
 # ------------------------------------------------------------------------------------------ evaluate, predict
 
+
 def test_evaluate_with_a_root_that_is_not_there(trained, tmp_path, capsys):
     state = torch.load(trained / "last.pt", weights_only=True)
     state["config"]["data"]["root"] = "relative/DFEW"
     moved = tmp_path / "moved.pt"
     torch.save(state, moved)
-    one_line_error(capsys, evaluate_main(["--checkpoint", str(moved), "--no-progress"]), 1, "relative/DFEW",
-                   "--root")
+    one_line_error(
+        capsys, evaluate_main(["--checkpoint", str(moved), "--no-progress"]), 1, "relative/DFEW", "--root"
+    )
 
 
 def test_evaluate_output_folder_is_checked_first(trained, tmp_path, capsys):
@@ -256,8 +307,9 @@ def test_evaluate_output_folder_is_checked_first(trained, tmp_path, capsys):
 )
 def test_predict_usage_errors_come_before_any_work(trained, tiny_root, tmp_path, capsys, extra, code, names):
     extra = [e.replace("NODIR", str(tmp_path / "nodir")) for e in extra]
-    one_line_error(capsys, predict_main([str(tiny_root), "--checkpoint", str(trained / "best.pt"), *extra]), code,
-                   *names)
+    one_line_error(
+        capsys, predict_main([str(tiny_root), "--checkpoint", str(trained / "best.pt"), *extra]), code, *names
+    )
 
 
 def test_predict_refuses_a_still_image(trained, tmp_path, capsys):

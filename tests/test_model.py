@@ -9,8 +9,16 @@ from rdfer.models.sequence import AttentionGate, SequenceHead
 
 
 def small_config(**extra):
-    base = ["model.encoder=small", "model.feature_dim=16", "model.lstm_hidden=8", "model.heads=2",
-            "data.num_frames=16", "model.synopsis_frames=8", "model.clip_length=2", "model.clips=4"]
+    base = [
+        "model.encoder=small",
+        "model.feature_dim=16",
+        "model.lstm_hidden=8",
+        "model.heads=2",
+        "data.num_frames=16",
+        "model.synopsis_frames=8",
+        "model.clip_length=2",
+        "model.clips=4",
+    ]
     return load_config(None, base + [f"{k}={v}" for k, v in extra.items()])
 
 
@@ -89,7 +97,9 @@ def test_augmenting_inside_the_gather_equals_augmenting_the_clip_first():
 def test_average_output_option():
     cfg = small_config(**{"model.output": "average"})
     out = RDFER(cfg, CLASSES).eval()(frames())
-    torch.testing.assert_close(out["logits"], 0.5 * (out["detail_video_logits"] + out["synopsis_video_logits"]))
+    torch.testing.assert_close(
+        out["logits"], 0.5 * (out["detail_video_logits"] + out["synopsis_video_logits"])
+    )
 
 
 def test_fewer_classes_than_clips_uses_one_clip_per_class():
@@ -126,8 +136,13 @@ def test_attention_gate_module_matches_a_hand_written_mhsa():
     gate = AttentionGate(8, 2)
     x = torch.randn(2, 5, 8)
     q, k, v = gate.qkv(x).chunk(3, dim=-1)
-    heads = torch.nn.functional.scaled_dot_product_attention(
-        *(t.view(2, 5, 2, 4).transpose(1, 2) for t in (q, k, v))).transpose(1, 2).reshape(2, 5, 8)
+    heads = (
+        torch.nn.functional.scaled_dot_product_attention(
+            *(t.view(2, 5, 2, 4).transpose(1, 2) for t in (q, k, v))
+        )
+        .transpose(1, 2)
+        .reshape(2, 5, 8)
+    )
     expected = x * torch.sigmoid(gate.norm(heads))
     torch.testing.assert_close(gate(x), expected)
 
@@ -145,8 +160,14 @@ def test_sequence_head_shapes_and_channel_attention():
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_state_dict_has_torchvision_layout(name):
     keys = set(FrameEncoder(name, 512, tsm=True).backbone.state_dict())
-    expected = {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer4.1.bn2.weight",
-                "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var"}
+    expected = {
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.conv1.weight",
+        "layer4.1.bn2.weight",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+    }
     assert expected <= keys
     assert len(keys) == (120 if name == "resnet18" else 318)  # torchvision's count without fc.weight/fc.bias
 
@@ -170,7 +191,10 @@ def test_load_pretrained_strict_with_a_clear_report(tmp_path):
         load_pretrained(FrameEncoder("resnet18", 512, tsm=False), bad)
     text = str(info.value)
     assert "bad.pth" in text and "missing (" in text and "layer4.1.conv1.weight" in text
-    assert "unexpected (1): layer9.weight" in text and "conv1.weight: file (64, 3, 3, 3) vs model (64, 3, 7, 7)" in text
+    assert (
+        "unexpected (1): layer9.weight" in text
+        and "conv1.weight: file (64, 3, 3, 3) vs model (64, 3, 7, 7)" in text
+    )
     with pytest.raises(ConfigError, match="never downloads"):
         load_pretrained(target, tmp_path / "absent.pth")
 
@@ -180,8 +204,12 @@ def test_the_fields_ms_celeb_resnet18_loads_as_it_is_distributed(tmp_path):
     # embedding before the 'fc' identity classifier (made here with the same keys: no download).
     source = FrameEncoder("resnet18", 512, tsm=False)
     state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
-    state |= {"module.feature.weight": torch.randn(256, 512), "module.feature.bias": torch.randn(256),
-              "module.fc.weight": torch.randn(8631, 256), "module.fc.bias": torch.randn(8631)}
+    state |= {
+        "module.feature.weight": torch.randn(256, 512),
+        "module.feature.bias": torch.randn(256),
+        "module.fc.weight": torch.randn(8631, 256),
+        "module.fc.bias": torch.randn(8631),
+    }
     path = tmp_path / "ijba_res18_naive.pth.tar"
     torch.save({"state_dict": state, "epoch": 30, "arch": "resnet18"}, path)
     target = FrameEncoder("resnet18", 512, tsm=False)

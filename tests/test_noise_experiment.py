@@ -137,7 +137,10 @@ def test_reduced_experiment_writes_every_report(reduced):
 def test_the_network_learns_and_the_oracle_beats_ce(reduced):
     runs = {(r["setting"], r["method"]): r for r in reduced[0]["runs"]}
     assert runs["symmetric-0", "ce"]["test_last"]["war"] > 0.3  # chance is 1/7
-    assert runs["symmetric-40", "oracle"]["test_last"]["war"] > runs["symmetric-40", "ce"]["test_last"]["war"] + 0.05
+    assert (
+        runs["symmetric-40", "oracle"]["test_last"]["war"]
+        > runs["symmetric-40", "ce"]["test_last"]["war"] + 0.05
+    )
     oracle = runs["symmetric-40", "oracle"]
     assert (oracle["precision"], oracle["recall"], oracle["hard_flagged_noisy"]) == (1.0, 1.0, 0.0)
 

@@ -68,9 +68,14 @@ def test_predict_single_face_matches_the_model_on_the_same_crops(feat_media, che
     keys = [indices[min(15, math.floor(p + 0.5))] for p in out["key_positions"][0].tolist()]
     assert result["key_frames"] == keys
     assert result["key_positions_s"] == pytest.approx([f / 30.0 for f in keys], abs=1e-3)
-    stats = agreement_reference(out["detail_instance_logits"], torch.zeros(1, dtype=torch.long),
-                                torch.zeros(1, dtype=torch.long), torch.full((1, 2), float("nan")),
-                                AgreementParams(), warm=False)
+    stats = agreement_reference(
+        out["detail_instance_logits"],
+        torch.zeros(1, dtype=torch.long),
+        torch.zeros(1, dtype=torch.long),
+        torch.full((1, 2), float("nan")),
+        AgreementParams(),
+        warm=False,
+    )
     assert result["agreement"] == pytest.approx(float(stats.agreement[0]))
 
 

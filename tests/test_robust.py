@@ -117,7 +117,9 @@ def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp
 
 
 def test_agreement_selector_warms_up_after_its_share_of_the_epochs():
-    sel = AgreementSelector(load_config(None, ["robust.enabled=true", "robust.warmup=0.3"]).robust, 4, epochs=10)
+    sel = AgreementSelector(
+        load_config(None, ["robust.enabled=true", "robust.warmup=0.3"]).robust, 4, epochs=10
+    )
     warm = []
     for epoch in range(5):
         warm.append(sel.warm)
@@ -220,7 +222,12 @@ def test_make_selector_picks_robust_method_and_refuses_the_oracle():
         ("agreement", AgreementSelector),
     ):
         assert (
-            type(make_selector(load_config(None, ["robust.enabled=true", f"robust.method={method}"]).robust, 4, 10, "cpu")) is kind
+            type(
+                make_selector(
+                    load_config(None, ["robust.enabled=true", f"robust.method={method}"]).robust, 4, 10, "cpu"
+                )
+            )
+            is kind
         )
     with pytest.raises(ConfigError, match="noise experiment"):
         make_selector(load_config(None, ["robust.enabled=true", "robust.method=oracle"]).robust, 4, 10, "cpu")
@@ -240,7 +247,8 @@ def test_oracle_weights_the_truth_from_the_first_step():
 
 def test_small_loss_splits_by_the_mean_loss_after_its_warm_up():
     robust = load_config(
-        None, ["robust.enabled=true", "robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"]
+        None,
+        ["robust.enabled=true", "robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"],
     ).robust
     n = 40
     sel = SmallLossSelector(robust, n, epochs=4)

@@ -1,4 +1,5 @@
 """Frame sampling (docs/method.md §1) and the seeded random streams."""
+
 from __future__ import annotations
 
 import numpy as np

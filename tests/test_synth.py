@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -260,8 +259,24 @@ def test_cli_writes_and_says_where(tmp_path, capsys):
     from rdfer.data.__main__ import main
 
     out = tmp_path / "cli"
-    argv = ["synth", "--preset", "tiny", "--out", str(out), "--noise", "0.3", "--noise-kind", "pairs",
-            "--train-per-class", "2", "--test-per-class", "1", "--no-progress", "--workers", "1"]  # fmt: skip
+    argv = [
+        "synth",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--noise",
+        "0.3",
+        "--noise-kind",
+        "pairs",
+        "--train-per-class",
+        "2",
+        "--test-per-class",
+        "1",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed and "written to" in printed
@@ -375,10 +390,17 @@ def test_dfew_shaped_without_the_files_is_a_clear_error(tmp_path):
         clip_specs(config)
 
 
-
 def test_dfew_shaped_without_the_files_has_dfews_sizes():
     specs = clip_specs(PRESETS["dfew-shaped"])  # no file outside the package is needed
     train = [s for s in specs if s.split == "train"]
     assert len(train) == 9356 and len(specs) - len(train) == 2341
-    assert [sum(s.true_class == c for s in train) for c in range(7)] == [1956, 1515, 2135, 1738, 1175, 116, 721]
+    assert [sum(s.true_class == c for s in train) for c in range(7)] == [
+        1956,
+        1515,
+        2135,
+        1738,
+        1175,
+        116,
+        721,
+    ]
     assert PRESETS["dfew-shaped"].frames == (42, 124) and PRESETS["dfew-shaped"].image_size == 112

@@ -148,7 +148,7 @@ def test_evaluate_cli_matches_training_and_covers_every_clip(colour_config, tmp_
     )
     result = json.loads(capsys.readouterr().out)
     assert result == json.loads((tmp_path / "eval.json").read_text())
-    assert len(evaluations) == 3 + 1  # one per epoch, then the CLI's
+    assert len(evaluations) == 5 + 1  # one per epoch, then the CLI's
     trained, evaluated = evaluations[-2], evaluations[-1]
     torch.testing.assert_close(evaluated["logits"], trained["logits"], rtol=1e-5, atol=1e-5)
     predicted, labels = evaluated["logits"].argmax(-1), evaluated["labels"]

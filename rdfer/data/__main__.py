@@ -1,5 +1,6 @@
 """python -m rdfer.data {summary,synth,crop} ...: inspect a dataset, generate the SynthDFER benchmark, or turn
 raw videos into face-crop frame folders."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ def _main(argv: list[str] | None) -> int:
 
     summary.add_arguments(sub.add_parser("summary", help="clips per split and per class, as JSON"))
     synth.add_arguments(sub.add_parser("synth", help="generate the SynthDFER benchmark"))
-    crop.add_arguments(sub.add_parser("crop", help="raw videos -> square face-crop frame folders (DFEW layout)"))
+    crop.add_arguments(
+        sub.add_parser("crop", help="raw videos -> square face-crop frame folders (DFEW layout)")
+    )
     args = parser.parse_args(argv)
     return {"summary": summary.run, "synth": synth.run, "crop": crop.run}[args.command](args)
 

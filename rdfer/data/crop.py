@@ -6,6 +6,7 @@ one square face crop per frame, 224x224 by default), using the face preprocessin
 cropped at the box interpolated from their neighbours) and every video that failed, with the reason; the
 exit status is 1 when any video failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,32 +40,56 @@ def find_videos(inputs: list[Path]) -> list[Path]:
     return videos
 
 
-def crop_video(video: Path, out_dir: Path, size: int = 224, margin: float = 0.25,
-               num_frames: int | None = None, quality: int = 95, progress: bool = False) -> dict:
+def crop_video(
+    video: Path,
+    out_dir: Path,
+    size: int = 224,
+    margin: float = 0.25,
+    num_frames: int | None = None,
+    quality: int = 95,
+    progress: bool = False,
+) -> dict:
     """Write the face crops of a video's frames (every frame, or `num_frames` at uniform indices) as JPEGs."""
     info = faces.probe(video)
-    indices = (np.arange(info.num_frames, dtype=np.int64) if num_frames is None
-               else uniform_indices(info.num_frames, num_frames))
-    with tqdm(total=2 * len(indices), desc=video.name, disable=not progress, leave=False,
-              dynamic_ncols=True) as bar:
+    indices = (
+        np.arange(info.num_frames, dtype=np.int64)
+        if num_frames is None
+        else uniform_indices(info.num_frames, num_frames)
+    )
+    with tqdm(
+        total=2 * len(indices), desc=video.name, disable=not progress, leave=False, dynamic_ncols=True
+    ) as bar:
         track = faces.track_face(video, indices, margin=margin, progress=bar)
         out_dir.mkdir(parents=True, exist_ok=True)
         for pos, rgb in faces.iter_frames(video, indices):
             crop = faces.crop_square(rgb, track.boxes[pos], size)
             Image.fromarray(crop).save(out_dir / f"{pos + 1:05d}.jpg", quality=quality)
             bar.update(1)
-    return {"video": str(video), "out": str(out_dir), "frames": len(indices),
-            "frames_without_face": track.frames_without_face}
+    return {
+        "video": str(video),
+        "out": str(out_dir),
+        "frames": len(indices),
+        "frames_without_face": track.frames_without_face,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, nargs="+", type=Path,
-                        help="video files, or folders whose video files are all cropped")
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="video files, or folders whose video files are all cropped",
+    )
     parser.add_argument("--out", required=True, type=Path, help="writes OUT/<video stem>/00001.jpg ...")
     parser.add_argument("--size", type=int, default=224, help="side of the square crops (DFEW: 224)")
     parser.add_argument("--margin", type=float, default=0.25, help="crop side = face side x (1 + margin)")
-    parser.add_argument("--num-frames", type=int, default=None,
-                        help="keep this many frames at uniform indices (default: every frame)")
+    parser.add_argument(
+        "--num-frames",
+        type=int,
+        default=None,
+        help="keep this many frames at uniform indices (default: every frame)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -83,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
     report: dict = {"videos": [], "failed": []}
     for video in tqdm(videos, desc="crop", disable=not progress, dynamic_ncols=True):
         try:
-            report["videos"].append(crop_video(video, args.out / video.stem, args.size, args.margin,
-                                               args.num_frames, progress=progress))
+            report["videos"].append(
+                crop_video(
+                    video, args.out / video.stem, args.size, args.margin, args.num_frames, progress=progress
+                )
+            )
         except DataError as e:  # NoFaceError included: reported, the other videos still run
             report["failed"].append({"video": str(video), "error": str(e)})
     args.out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ its last "train" replaced by "test" (train.csv -> test.csv, faces_train.csv -> f
 option `classes`, both splits use the classes of the train manifest, so that a class absent from the test
 file does not shift the labels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,10 @@ def classes_of(dataset: str) -> tuple[str, ...]:
     """The canonical class order of a dataset (a manifest's classes come from its file: see load_split)."""
     _check_dataset(dataset)
     if dataset == "manifest":
-        raise DataError("a manifest has no fixed classes: they come from the `classes` option or from the "
-                        "train manifest's words; read a split with load_split and use split.classes")
+        raise DataError(
+            "a manifest has no fixed classes: they come from the `classes` option or from the "
+            "train manifest's words; read a split with load_split and use split.classes"
+        )
     return _CLASSES[dataset]
 
 
@@ -64,8 +67,10 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int = 1,
     _check_dataset(dataset)
     unknown = sorted(set(options) - _OPTIONS[dataset])
     if unknown:
-        raise ConfigError(f"dataset {dataset!r} takes no option {', '.join(unknown)} "
-                        f"(its options: {', '.join(sorted(_OPTIONS[dataset]))})")
+        raise ConfigError(
+            f"dataset {dataset!r} takes no option {', '.join(unknown)} "
+            f"(its options: {', '.join(sorted(_OPTIONS[dataset]))})"
+        )
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     folds = _FOLDS[dataset]
@@ -93,8 +98,10 @@ def manifest_files(
         return train, Path(test_manifest)
     stem, cut, tail = train.name.rpartition("train")
     if not cut:
-        raise DataError(f"{train}: cannot name the test manifest (the file name has no 'train' to replace "
-                        "by 'test'); pass test_manifest (--test-manifest)")
+        raise DataError(
+            f"{train}: cannot name the test manifest (the file name has no 'train' to replace "
+            "by 'test'); pass test_manifest (--test-manifest)"
+        )
     return train, train.with_name(stem + "test" + tail)
 
 

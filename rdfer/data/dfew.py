@@ -11,6 +11,7 @@ Labels 1..7 of the CSV are DFEW_CLASSES in order (index = label - 1). The reader
 the split file (and, for source="video", to list `Clip/original` once); whether each clip's frames exist is
 checked later, by the loader or by `summary --verify`.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ Frames where no face is found keep a box interpolated from the nearest frames th
 Videos are decoded sequentially (no seeking) and their real frame count is the number of frames that decode,
 not the container's declaration, which is sometimes wrong.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -76,8 +77,9 @@ def probe(path: str | Path, fps: float | None = None) -> VideoInfo:
         for frame in container.decode(stream):
             times.append(frame.time if frame.time is not None else float("nan"))
     except Exception as e:
-        raise DataError(f"{path}: cannot decode video after {len(times)} frames "
-                        f"({type(e).__name__}: {e})") from e
+        raise DataError(
+            f"{path}: cannot decode video after {len(times)} frames ({type(e).__name__}: {e})"
+        ) from e
     finally:
         container.close()
     if not times:
@@ -163,16 +165,29 @@ def smooth_boxes(raw: np.ndarray, detected: np.ndarray, margin: float = 0.25, wi
         raise ValueError("no detection to smooth")
     t = np.arange(len(raw), dtype=np.float64)
     box = raw[detected]
-    params = np.stack([(box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2,
-                       np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])], axis=1)
+    params = np.stack(
+        [
+            (box[:, 0] + box[:, 2]) / 2,
+            (box[:, 1] + box[:, 3]) / 2,
+            np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]),
+        ],
+        axis=1,
+    )
     track = np.stack([np.interp(t, t[detected], params[:, j]) for j in range(3)], axis=1)
     track = _running(_running(track, window | 1, np.median), 3, np.mean)
     half = track[:, 2] * (1 + margin) / 2
     return np.stack([track[:, 0] - half, track[:, 1] - half, track[:, 0] + half, track[:, 1] + half], axis=1)
 
 
-def track_face(path: str | Path, indices: np.ndarray, *, margin: float = 0.25, window: int = 5,
-               min_share: float = 0.2, progress=None) -> FaceTrack:
+def track_face(
+    path: str | Path,
+    indices: np.ndarray,
+    *,
+    margin: float = 0.25,
+    window: int = 5,
+    min_share: float = 0.2,
+    progress=None,
+) -> FaceTrack:
     """Detect the face in frames `indices` of a clip and smooth the boxes over those frames.
 
     Raises NoFaceError naming the file when faces are found in fewer than `min_share` of the distinct
@@ -196,8 +211,10 @@ def track_face(path: str | Path, indices: np.ndarray, *, margin: float = 0.25, w
     if len(with_face) == 0:
         raise NoFaceError(f"{path}: no face found in any of the {len(distinct)} sampled frames")
     if len(with_face) < min_share * len(distinct):
-        raise NoFaceError(f"{path}: a face was found in only {len(with_face)} of the {len(distinct)} sampled "
-                          f"frames (fewer than {min_share:.0%}: too few to track, likely false detections)")
+        raise NoFaceError(
+            f"{path}: a face was found in only {len(with_face)} of the {len(distinct)} sampled "
+            f"frames (fewer than {min_share:.0%}: too few to track, likely false detections)"
+        )
     boxes = smooth_boxes(raw, detected, margin, window)
     missing = sorted(set(distinct.tolist()) - set(with_face.tolist()))
     return FaceTrack(path, indices, detected, raw, boxes, missing)

@@ -17,14 +17,15 @@ column wins and the reader logs a warning with the number of such lines (the off
 
 FERV39K ships its face crops as frame folders only, so `source="frames"` is the only source.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
 
-from rdfer.errors import ConfigError
 from rdfer.data.records import ClipRecord, DataError, Split, read_word_split
+from rdfer.errors import ConfigError
 
 FERV39K_CLASSES: tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
 SPLITS = ("train", "test")
@@ -43,13 +44,17 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if source not in SOURCES:
-        raise ConfigError(f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
-                        "is not available (use a manifest for your own video files)")
+        raise ConfigError(
+            f"{root}: FERV39K ships frame folders only (2_ClipsforFaceCrop); source {source!r} "
+            "is not available (use a manifest for your own video files)"
+        )
     path = ferv39k_split_file(root, split)
     frames = root / "2_ClipsforFaceCrop"
     records: list[ClipRecord] = []
     disagree: list[int] = []
-    for line_no, key, label in read_word_split(path, "<Scene>/<Class>/<id> <Class>", FERV39K_CLASSES, "FERV39K"):
+    for line_no, key, label in read_word_split(
+        path, "<Scene>/<Class>/<id> <Class>", FERV39K_CLASSES, "FERV39K"
+    ):
         parts = key.split("/")
         if len(parts) != 3 or not all(parts):
             raise DataError(f"{path}:{line_no}: clip path must be '<Scene>/<Class>/<id>', found {key!r}")
@@ -57,7 +62,11 @@ def read_ferv39k(root: str | os.PathLike, split: str, source: str = "frames") ->
             disagree.append(line_no)
         records.append(ClipRecord(sample_id=len(records), key=key, path=frames / key, label=label))
     if disagree:
-        log.warning("%s: %d line(s) name another class in the path than in the label column; "
-                    "the label column is used (first: line %d)", path, len(disagree), disagree[0])
+        log.warning(
+            "%s: %d line(s) name another class in the path than in the label column; "
+            "the label column is used (first: line %d)",
+            path,
+            len(disagree),
+            disagree[0],
+        )
     return Split(dataset="ferv39k", name=split, classes=FERV39K_CLASSES, records=records)
-

@@ -2,6 +2,7 @@
 
 Every decoding failure becomes a DataError that names the file and the problem.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,8 @@ def list_frames(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: {problem}")
     try:
         frames = [
-            p for p in folder.iterdir()
+            p
+            for p in folder.iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
         ]
     except OSError as e:  # e.g. no permission to list it
@@ -49,8 +51,11 @@ def list_frames(folder: Path) -> list[Path]:
 
 def videos_in(folder: Path) -> list[Path]:
     """The video files (by suffix, hidden files left out) directly inside a folder, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def _missing(path: Path) -> str:
@@ -133,8 +138,9 @@ def _fill_repeats(out: np.ndarray, first: np.ndarray, inverse: np.ndarray) -> No
 def _check_indices(indices: np.ndarray) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be a non-empty 1-D integer array, got shape {indices.shape} "
-                         f"dtype {indices.dtype}")
+        raise ValueError(
+            f"indices must be a non-empty 1-D integer array, got shape {indices.shape} dtype {indices.dtype}"
+        )
     if indices.min() < 0:
         raise ValueError(f"negative frame index {int(indices.min())}")
     return indices
@@ -145,11 +151,12 @@ def read_frame_files(files: list[Path], indices: np.ndarray, size: int) -> np.nd
     indices = _check_indices(indices)
     if int(indices.max()) >= len(files):
         where = files[0].parent if files else "frame list"
-        raise DataError(f"{where}: frame index {int(indices.max())} out of range, "
-                        f"the clip has {len(files)} frames")
+        raise DataError(
+            f"{where}: frame index {int(indices.max())} out of range, the clip has {len(files)} frames"
+        )
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
     uniq, first, inverse = _plan(indices)
-    for frame_index, pos in zip(uniq, first):
+    for frame_index, pos in zip(uniq, first, strict=False):
         out[pos] = _decode_image(files[frame_index], size)
     _fill_repeats(out, first, inverse)
     return out
@@ -176,8 +183,10 @@ def decode_video(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, object]]
     finally:
         container.close()
     if k < len(wanted):
-        raise DataError(f"{path}: video ended after {decoded} frames, frame {int(wanted[k])} was requested "
-                        "(the container's frame count may be wrong)")
+        raise DataError(
+            f"{path}: video ended after {decoded} frames, frame {int(wanted[k])} was requested "
+            "(the container's frame count may be wrong)"
+        )
 
 
 def _read_video(path: Path, indices: np.ndarray, size: int) -> np.ndarray:

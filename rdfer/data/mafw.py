@@ -14,6 +14,7 @@ Class order. Public code disagrees on MAFW's order; this package pins the alphab
 as the canonical one (MAFW_CLASSES) and maps each line's word by name, case-insensitively; row order never
 matters.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,21 @@ from pathlib import Path
 from rdfer.data.records import ClipRecord, DataError, Split, read_word_split
 
 MAFW_CLASSES: tuple[str, ...] = (
-    "anger", "anxiety", "contempt", "disappointment", "disgust", "fear",
-    "happiness", "helplessness", "neutral", "sadness", "surprise",
+    "anger",
+    "anxiety",
+    "contempt",
+    "disappointment",
+    "disgust",
+    "fear",
+    "happiness",
+    "helplessness",
+    "neutral",
+    "sadness",
+    "surprise",
 )
 MAFW_FOLDS = range(1, 6)
 SPLITS = ("train", "test")
 SOURCES = ("video", "frames")
-
 
 
 def mafw_split_file(
@@ -61,4 +70,3 @@ def read_mafw(
         clip = clips / key if source == "video" else frames / Path(key).stem
         records.append(ClipRecord(sample_id=len(records), key=key, path=clip, label=label))
     return Split(dataset="mafw", name=split, classes=MAFW_CLASSES, records=records)
-

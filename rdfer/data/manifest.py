@@ -11,6 +11,7 @@ in this file; a file whose labels are all integers gets the classes "0".."<max l
 words and integers needs `classes`. A test manifest must be read with the train manifest's classes, else a
 class missing from one file would shift every index (`rdfer.data.datasets.load_split` does this for you).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ def read_manifest(
         if label is None:
             label = _int_or_none(text)
             if label is None:
-                raise DataError(f"{csv_path}:{line}: unknown class word {text!r} "
-                                f"(classes: {', '.join(names)})")
+                raise DataError(
+                    f"{csv_path}:{line}: unknown class word {text!r} (classes: {', '.join(names)})"
+                )
             if not 0 <= label < len(names):
                 raise DataError(f"{csv_path}:{line}: label index {label} is outside 0..{len(names) - 1}")
         records.append(ClipRecord(sample_id=len(records), key=clip, path=base / clip, label=label))
@@ -64,13 +66,15 @@ def _class_order(path: Path, rows: list[tuple[int, str, str]]) -> tuple[str, ...
     if not rows:
         raise DataError(f"{path}: the manifest lists no clips, so it names no classes")
     ints = [(line, _int_or_none(text)) for line, _, text in rows]
-    words = {text for (_, _, text), (_, n) in zip(rows, ints) if n is None}
+    words = {text for (_, _, text), (_, n) in zip(rows, ints, strict=False) if n is None}
     if not words:
         return tuple(str(i) for i in range(max(n for _, n in ints) + 1))
     if any(n is not None for _, n in ints):
         line = next(line for line, n in ints if n is not None)
-        raise DataError(f"{path}:{line}: the manifest mixes class words and integer labels; "
-                        "pass the class list (classes=...) to say what the integers mean")
+        raise DataError(
+            f"{path}:{line}: the manifest mixes class words and integer labels; "
+            "pass the class list (classes=...) to say what the integers mean"
+        )
     return _checked_classes(path, sorted(words))
 
 

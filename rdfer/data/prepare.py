@@ -13,6 +13,7 @@ from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
 from rdfer.data.loader import make_loader
 from rdfer.data.records import Split
+from rdfer.errors import DataError
 
 
 def cache_dir() -> Path:
@@ -158,3 +159,23 @@ def load_splits(data: DataConfig, progress: bool = True) -> tuple[Split, Split]:
     if data.source is not None:
         options["source"] = data.source
     return tuple(load_split(data.dataset, root, s, data.fold, **options) for s in ("train", "test"))
+
+
+def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
+    """Before any training: both splits hold clips, enough training clips for one batch, and their files
+    exist (all of them, or with data.skip_bad at least one per split)."""
+    if len(train) < batch_size:
+        raise ConfigError(
+            f"data.batch_size ({batch_size} per process) is larger than the training split "
+            f"({train.dataset}/{train.name}: {len(train)} clips): lower --batch-size"
+        )
+    for split in (train, test):
+        if not len(split):
+            raise DataError(f"the {split.name} split of {split.dataset} holds no clips")
+        missing = [r.path for r in split.records if not Path(r.path).exists()]
+        if missing and (not skip_bad or len(missing) == len(split)):
+            raise DataError(
+                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: check "
+                "--root"
+                + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
+            )

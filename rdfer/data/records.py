@@ -1,4 +1,5 @@
 """What a dataset reader hands to the rest of the package: one record per clip of a split."""
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,9 @@ def read_split_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: not a text file ({e})") from None
 
 
-def read_two_column_csv(path: Path, header: tuple[str, str], what: str,
-                        ignore_case: bool = False) -> list[tuple[int, str, str]]:
+def read_two_column_csv(
+    path: Path, header: tuple[str, str], what: str, ignore_case: bool = False
+) -> list[tuple[int, str, str]]:
     """(line number, first field, second field), stripped, per data row of a CSV whose first line is `header`
     (case-insensitively with ignore_case). Blank rows are skipped; any other shape is a DataError naming the
     line.
@@ -74,7 +76,9 @@ def read_two_column_csv(path: Path, header: tuple[str, str], what: str,
     return rows
 
 
-def read_word_split(path: Path, shape: str, classes: tuple[str, ...], dataset: str) -> list[tuple[int, str, int]]:
+def read_word_split(
+    path: Path, shape: str, classes: tuple[str, ...], dataset: str
+) -> list[tuple[int, str, int]]:
     """(line number, clip key, label index) per line "<key> <class word>" of a whitespace-separated split file
     (FERV39K, MAFW); class words match `classes` case-insensitively. Blank lines are skipped; a line of another
     shape, an unknown class word or a clip listed twice is a DataError naming the line. `shape` describes a
@@ -91,10 +95,11 @@ def read_word_split(path: Path, shape: str, classes: tuple[str, ...], dataset: s
         key, word = fields
         label = index.get(word.lower())
         if label is None:
-            raise DataError(f"{path}:{line_no}: unknown class word {word!r} ({dataset} classes: {', '.join(classes)})")
+            raise DataError(
+                f"{path}:{line_no}: unknown class word {word!r} ({dataset} classes: {', '.join(classes)})"
+            )
         if key in first_line:
             raise DataError(f"{path}:{line_no}: clip {key} is listed twice (first on line {first_line[key]})")
         first_line[key] = line_no
         rows.append((line_no, key, label))
     return rows
-

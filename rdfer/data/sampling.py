@@ -4,6 +4,7 @@ Every random choice of the input pipeline is a pure function of (seed, epoch, sa
 that the CPU loader and the DALI pipeline pick the same frames, crops and clip order, whatever the number of
 worker processes or the order in which samples are fetched.
 """
+
 from __future__ import annotations
 
 import numpy as np

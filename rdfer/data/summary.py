@@ -4,6 +4,7 @@ With --verify it also opens every clip (its frame images or its video) and lists
 the first, with a one-line total on stderr; the exit code is then 1 when there is any problem. A bad split
 file is an error naming the file and the problem (exit code 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,23 +22,42 @@ from rdfer.data.records import ClipRecord, Split
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=DATASETS)
-    parser.add_argument("--root", required=True, type=Path,
-                        help="the dataset folder; for manifest, the train manifest CSV (or a folder with "
-                             "train.csv and test.csv)")
+    parser.add_argument(
+        "--root",
+        required=True,
+        type=Path,
+        help="the dataset folder; for manifest, the train manifest CSV (or a folder with "
+        "train.csv and test.csv)",
+    )
     parser.add_argument("--fold", type=int, default=1, help="official fold: 1..5 for dfew and mafw, else 1")
-    parser.add_argument("--source", choices=("frames", "video"), default=None,
-                        help="read clips as frame folders or video files (default: video for mafw, frames "
-                             "for the others; not used by manifest, whose paths say it)")
-    parser.add_argument("--verify", action="store_true",
-                        help="open every clip's frames or video and list every problem found")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="threads that open clips during --verify (default: CPU count)")
-    parser.add_argument("--mafw-split-dir", default=None,
-                        help="mafw: the folder under --root (or absolute) holding single/no_caption/set_K/ "
-                             "(default: split)")
-    parser.add_argument("--test-manifest", type=Path, default=None,
-                        help="manifest: the test manifest CSV (default: the train manifest's name with "
-                             "'train' replaced by 'test')")
+    parser.add_argument(
+        "--source",
+        choices=("frames", "video"),
+        default=None,
+        help="read clips as frame folders or video files (default: video for mafw, frames "
+        "for the others; not used by manifest, whose paths say it)",
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="open every clip's frames or video and list every problem found"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads that open clips during --verify (default: CPU count)",
+    )
+    parser.add_argument(
+        "--mafw-split-dir",
+        default=None,
+        help="mafw: the folder under --root (or absolute) holding single/no_caption/set_K/ (default: split)",
+    )
+    parser.add_argument(
+        "--test-manifest",
+        type=Path,
+        default=None,
+        help="manifest: the test manifest CSV (default: the train manifest's name with "
+        "'train' replaced by 'test')",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +99,11 @@ def verify_splits(splits: dict[str, Split], workers: int = 1) -> list[dict[str, 
     jobs = [(name, r) for name, split in splits.items() for r in split.records]
     problems: list[dict[str, str]] = []
     # Threads: image and video decoding release the GIL; map keeps the records' order.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(jobs), desc="verify", unit="clip", file=sys.stderr) as bar:
-        for (name, record), found in zip(jobs, pool.map(check, (r for _, r in jobs))):
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(jobs), desc="verify", unit="clip", file=sys.stderr) as bar,
+    ):
+        for (name, record), found in zip(jobs, pool.map(check, (r for _, r in jobs)), strict=False):
             problems += [
                 {"split": name, "key": record.key, "path": str(record.path), "problem": p} for p in found
             ]
@@ -90,4 +112,4 @@ def verify_splits(splits: dict[str, Split], workers: int = 1) -> list[dict[str, 
 
 
 def _counts(split: Split) -> dict[str, object]:
-    return {"clips": len(split), "per_class": dict(zip(split.classes, split.class_counts()))}
+    return {"clips": len(split), "per_class": dict(zip(split.classes, split.class_counts(), strict=False))}

@@ -35,8 +35,12 @@ def _area(score: Tensor, truth: Tensor, negative: Tensor) -> float | None:
 
 def aurocs(score: Tensor, loss: Tensor, truth: Tensor) -> dict[str, float | None]:
     clean, hard = truth != 2, truth == 1
-    return {"auroc": _area(score, truth, clean), "auroc_noisy_vs_hard": _area(score, truth, hard),
-            "loss_auroc": _area(loss, truth, clean), "loss_auroc_noisy_vs_hard": _area(loss, truth, hard)}  # fmt: skip
+    return {
+        "auroc": _area(score, truth, clean),
+        "auroc_noisy_vs_hard": _area(score, truth, hard),
+        "loss_auroc": _area(loss, truth, clean),
+        "loss_auroc_noisy_vs_hard": _area(loss, truth, hard),
+    }
 
 
 def flags(category: Tensor, truth: Tensor, reasons: np.ndarray) -> dict:
@@ -65,8 +69,12 @@ def judge(selector, truth: np.ndarray, reasons: np.ndarray, history: list[dict])
         name: {f: int(((t == i) & (category == j)).sum()) for j, f in enumerate(CATEGORY_NAMES)}
         for i, name in enumerate(TRUE_CATEGORIES)
     }
-    result = {**aurocs(score, loss, t), "confusion": confusion, "never_seen": int((category < 0).sum()),
-              **flags(category, t, reasons)}  # fmt: skip
+    result = {
+        **aurocs(score, loss, t),
+        "confusion": confusion,
+        "never_seen": int((category < 0).sum()),
+        **flags(category, t, reasons),
+    }
     result["epochs"] = per_epoch(selector, t, reasons, history)
     result["scores"] = {
         name: [round(float(s), 4) for s in score[t == i]] for i, name in enumerate(TRUE_CATEGORIES)
@@ -81,8 +89,12 @@ def per_epoch(selector, truth: Tensor, reasons: np.ndarray, history: list[dict])
     scores, categories = selector.history["score"], selector.history["category"]
     for e, logged in enumerate(history[: len(scores)]):
         loss = selector.stats.mean(0, e + 1)[:, LOSS].nan_to_num(0.0).cpu()
-        row = {"epoch": e + 1, "warm": logged.get("warm"), "test_war": logged.get("test_war"),
-               "test_uar": logged.get("test_uar")}  # fmt: skip
+        row = {
+            "epoch": e + 1,
+            "warm": logged.get("warm"),
+            "test_war": logged.get("test_war"),
+            "test_uar": logged.get("test_uar"),
+        }
         row |= aurocs(scores[e].cpu().float(), loss, truth)
         row |= flags(categories[e].cpu(), truth, reasons)
         rows.append(row)

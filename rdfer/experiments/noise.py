@@ -76,11 +76,17 @@ class Preset:
 
 # Both train the packaged `quick` network on 32x32 frames of SynthDFER `noise`, batch 16, one torch thread.
 PRESETS: dict[str, Preset] = {
-    "quick": Preset(("symmetric-0", "symmetric-40"), ("data.synth_preset=noise", "data.image_size=32",
-                    "optim.epochs=8"), "under 20 minutes on 2 CPU cores from a fresh cache"),
-    "full": Preset(tuple(SETTINGS), ("data.synth_preset=noise", "data.image_size=32", "optim.epochs=18"),
-                   "under 90 minutes on 2 CPU cores"),
-}  # fmt: skip
+    "quick": Preset(
+        ("symmetric-0", "symmetric-40"),
+        ("data.synth_preset=noise", "data.image_size=32", "optim.epochs=8"),
+        "under 20 minutes on 2 CPU cores from a fresh cache",
+    ),
+    "full": Preset(
+        tuple(SETTINGS),
+        ("data.synth_preset=noise", "data.image_size=32", "optim.epochs=18"),
+        "under 90 minutes on 2 CPU cores",
+    ),
+}
 _FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
 
 
@@ -93,7 +99,7 @@ def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
 
 def noisy_split(split: Split, given: np.ndarray) -> Split:
     """The split with its labels replaced (same records, ids and order)."""
-    records = [dataclasses.replace(r, label=int(g)) for r, g in zip(split.records, given)]
+    records = [dataclasses.replace(r, label=int(g)) for r, g in zip(split.records, given, strict=False)]
     return dataclasses.replace(split, records=records)
 
 
@@ -131,8 +137,13 @@ def run_one(
     t0 = time.perf_counter()
     train_split, test_split = splits
     make = selector_factory(info["method"], truth)
-    summary = train(cfg, splits=(noisy_split(train_split, given), test_split), progress=progress, overwrite=True,
-                    make_selector=make)  # fmt: skip
+    summary = train(
+        cfg,
+        splits=(noisy_split(train_split, given), test_split),
+        progress=progress,
+        overwrite=True,
+        make_selector=make,
+    )
     selector = make(cfg.robust, len(train_split), cfg.optim.epochs, torch.device("cpu"))
     selector.load_state_dict(checkpoint.load(out / "last.pt")["selector"])
     result = {
@@ -267,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: the preset's)"
     )
-    p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} "
-                                      f"(default {','.join(DEFAULT_METHODS)})")  # fmt: skip
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated subset of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
+    )
     p.add_argument("--noise-seed", type=int, default=0, help="seed of the label flips (default 0)")
     p.add_argument(
         "--threads",

@@ -96,10 +96,13 @@ def run_table(runs: list[dict]) -> list[str]:
 
 
 def epoch_table(run: dict) -> list[str]:
-    lines = [f"{run['setting']} / {run['method']}:", "",
-             "| epoch | warm | test WAR | AUROC noisy/clean | noisy/hard | loss AUROC noisy/clean | noisy/hard | "
-             "flagged | precision | recall | hard flagged (int / short / distr) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"{run['setting']} / {run['method']}:",
+        "",
+        "| epoch | warm | test WAR | AUROC noisy/clean | noisy/hard | loss AUROC noisy/clean | noisy/hard | "
+        "flagged | precision | recall | hard flagged (int / short / distr) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for e in run["epochs"]:
         lines.append(
             f"| {e['epoch']} | {'yes' if e['warm'] else 'no'} | {_pct(e['test_war'])} | {_num(e['auroc'])} | "
@@ -207,8 +210,9 @@ def plot_histograms(results: list[dict], path: Path) -> None:
     plt = _pyplot()
     settings = list(dict.fromkeys(r["setting"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
-    fig, axes = plt.subplots(len(settings), len(methods), figsize=(3.2 * len(methods), 2.4 * len(settings)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(settings), len(methods), figsize=(3.2 * len(methods), 2.4 * len(settings)), squeeze=False
+    )
     for r in results:
         ax = axes[settings.index(r["setting"])][methods.index(r["method"])]
         values = [s for t in TRUE_CATEGORIES for s in r["scores"][t]]

@@ -4,6 +4,7 @@ and the temporal shift (TSM) inside groups of consecutive frames.
 The ResNets are written here (not imported from torchvision, which has no CPU wheel to pin) with torchvision's
 module names, so ImageNet or face-recognition weights in that layout load with strict key checking.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -179,7 +180,9 @@ def load_pretrained(encoder: FrameEncoder, path: str | Path) -> list[str]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle refusals, truncation and foreign formats alike
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"model.pretrained {path}: not loadable as tensors and plain containers ({first})")
+        raise CheckpointError(
+            f"model.pretrained {path}: not loadable as tensors and plain containers ({first})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -192,13 +195,16 @@ def load_pretrained(encoder: FrameEncoder, path: str | Path) -> list[str]:
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state) if state[k].shape != own[k].shape
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
     )
     if missing or unexpected or shapes:
         lines = [f"{path} does not fit the {type(encoder.backbone).__name__} encoder:"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
-                lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else ""))
+                lines.append(
+                    f"  {title} ({len(keys)}): " + ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "")
+                )
         raise CheckpointError(" ".join(lines))
     encoder.backbone.load_state_dict(state, strict=True)
     return left_out

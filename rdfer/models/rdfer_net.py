@@ -4,6 +4,7 @@ frames uint8 [B, T, 3, H, W] -> synopsis stream over Ls frames -> instance proba
 K clips of L frames gathered around them -> detail stream (with the synopsis bag as channel attention) ->
 video logits. The gathers and index computations go through rdfer.ops (the C++/CUDA op or its twin).
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,8 +24,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def synopsis_indices(batch: int, T: int = 64, L: int = 16, train: bool = False,
-                     generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+def synopsis_indices(
+    batch: int,
+    T: int = 64,
+    L: int = 16,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Indices [batch, L] (int64) of the synopsis stream's L frames among the T loaded ones.
 
     The T frames are cut into L segments of T/L frames. Training takes a random frame inside each segment
@@ -56,7 +63,9 @@ class RDFER(nn.Module):
     def __init__(self, config: Config, classes: Sequence[str]):
         super().__init__()
         if not isinstance(config, Config):
-            raise TypeError(f"RDFER takes a rdfer.Config (rdfer.load_config(...)), got {type(config).__name__}")
+            raise TypeError(
+                f"RDFER takes a rdfer.Config (rdfer.load_config(...)), got {type(config).__name__}"
+            )
         if isinstance(classes, str) or len(classes) < 2:
             raise ValueError(f"classes must be a sequence of at least 2 class names, got {classes!r}")
         self.config, self.classes = config, tuple(classes)
@@ -86,11 +95,14 @@ class RDFER(nn.Module):
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
-    def _encode(self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int,
-                augment: Tensor | None) -> Tensor:
+    def _encode(
+        self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int, augment: Tensor | None
+    ) -> Tensor:
         """Gather frames at indices [B, K, L] (augmenting each clip by its row of `augment` when given),
         normalise, encode: -> [B, K, L, feature_dim]."""
-        dtype = torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
+        dtype = (
+            torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
+        )
         if augment is None:
             x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
         else:
@@ -98,8 +110,9 @@ class RDFER(nn.Module):
         b, k, length = indices.shape
         return encoder(x.flatten(0, 2), group=group).view(b, k, length, -1)
 
-    def forward(self, frames: Tensor, augment: Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, frames: Tensor, augment: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """frames uint8 [B, T, 3, H, W]; augment: float32 [B, 8], each clip's training augmentation
         (rdfer.data.augment.params_to_tensor), applied to the frames the two streams gather and nothing else."""
         if frames.dim() != 5 or frames.shape[2] != 3:

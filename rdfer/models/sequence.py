@@ -1,5 +1,6 @@
 """The sequence head of each stream (docs/method.md §2): BiLSTM -> temporal attention gate -> instance classifier,
 and Conv1d pooling of the instances into the bag (video) feature, classified by the same classifier."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -19,14 +20,22 @@ class AttentionGate(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, l, d = x.shape
-        q, k, v = self.qkv(x).view(b, l, 3, self.heads, d // self.heads).unbind(2)
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).unbind(2)
         return attention_gate(q, k, v, x, self.norm.weight, self.norm.bias, self.norm.eps)
 
 
 class SequenceHead(nn.Module):
-    def __init__(self, in_dim: int, hidden: int, layers: int, heads: int, instances: int, classes: int,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        layers: int,
+        heads: int,
+        instances: int,
+        classes: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.lstm = nn.LSTM(in_dim, hidden, layers, batch_first=True, bidirectional=True)
         self.gate = AttentionGate(2 * hidden, heads)
@@ -35,7 +44,9 @@ class SequenceHead(nn.Module):
         self.classifier = nn.Linear(2 * hidden, classes)
         self.out_dim = 2 * hidden
 
-    def forward(self, feats: Tensor, channel_attention: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, feats: Tensor, channel_attention: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """feats [B, L, in_dim] -> instance logits [B, L, C], video logits [B, C], bag feature [B, 2*hidden].
 
         channel_attention [B, 2*hidden] (the detail stream's, from the synopsis bag) scales the LSTM output

@@ -56,8 +56,11 @@ class ExclusionSelector(StatsSelector):
             noisy = suspects & (window[:, VIEW_OTHER] > 0) & (window[:, MARGIN] < 0)
         self.category = torch.where(noisy, NOISY, torch.where(suspects, HARD, self.category))
         self.weight = torch.where(noisy, self.robust.noisy_weight, 1.0)
-        notes.fields.update(noise_estimate=estimate, excluded=float(noisy.float().mean()),
-                            suspects=float(suspects.float().mean()))  # fmt: skip
+        notes.fields.update(
+            noise_estimate=estimate,
+            excluded=float(noisy.float().mean()),
+            suspects=float(suspects.float().mean()),
+        )
         return notes
 
     def _warm_up_test(self, done: int, notes: EpochNotes) -> None:

@@ -13,15 +13,15 @@ def weighted_ce(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float
     """mean_i w_i * CE(logits_i, target_i); logits [B, C] or [B, L, C] (each instance takes its video's
     target and weight). The mean is over samples, not over weights, so a down-weighted sample counts less."""
     if logits.dim() == 3:
-        b, l, c = logits.shape
+        b, n, c = logits.shape
         per = (
             F.cross_entropy(
-                logits.float().reshape(b * l, c),
-                target.repeat_interleave(l),
+                logits.float().reshape(b * n, c),
+                target.repeat_interleave(n),
                 reduction="none",
                 label_smoothing=smoothing,
             )
-            .view(b, l)
+            .view(b, n)
             .mean(1)
         )
     else:

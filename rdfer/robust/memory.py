@@ -35,9 +35,12 @@ class AgreementSelector(StatsSelector):
 
     @torch.no_grad()
     def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
-        stats = agreement(out["detail_instance_logits"].detach(), labels, ids, self.ema, self.params, self.warm)
-        rows = torch.stack([stats.ema_agreement, stats.ema_support, stats.majority.float(),
-                            stats.category.float()], dim=1)  # fmt: skip
+        stats = agreement(
+            out["detail_instance_logits"].detach(), labels, ids, self.ema, self.params, self.warm
+        )
+        rows = torch.stack(
+            [stats.ema_agreement, stats.ema_support, stats.majority.float(), stats.category.float()], dim=1
+        )
         rows = torch.cat([rows, sample_rows(out, labels), labels[:, None].float()], 1)
         return Assessed(stats.weight, stats.target, stats.category, rows)
 

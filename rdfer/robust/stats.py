@@ -53,8 +53,10 @@ class SampleStats:
     def add(self, ids: Tensor, rows: Tensor, labels: Tensor, ok: Tensor) -> None:
         """Add rows [B, F] of samples ids [B] to this epoch, only where the device bool ok is set."""
         if self.current is None:
-            self.current = (torch.zeros(self.num_samples, rows.shape[1], device=self.device),
-                            torch.zeros(self.num_samples, device=self.device))  # fmt: skip
+            self.current = (
+                torch.zeros(self.num_samples, rows.shape[1], device=self.device),
+                torch.zeros(self.num_samples, device=self.device),
+            )
         sums, counts = self.current
         sums.index_add_(0, ids, torch.where(ok, rows, 0.0))
         counts.index_add_(0, ids, ok.float().expand(ids.shape[0]))
@@ -89,9 +91,11 @@ class SampleStats:
             raise RuntimeError("the statistics are saved at the end of an epoch, not inside one")
         width = self.sums[0].shape[1] if self.sums else 0
         empty = torch.zeros(0, self.num_samples, width)
-        return {"sums": torch.stack(self.sums).cpu() if self.sums else empty,
-                "counts": torch.stack(self.counts).cpu() if self.counts else empty[..., 0],
-                "labels": self.labels.cpu()}  # fmt: skip
+        return {
+            "sums": torch.stack(self.sums).cpu() if self.sums else empty,
+            "counts": torch.stack(self.counts).cpu() if self.counts else empty[..., 0],
+            "labels": self.labels.cpu(),
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if state["labels"].shape[0] != self.num_samples:
@@ -171,10 +175,16 @@ class StatsSelector(Selector):
 
     def state_dict(self) -> dict:
         stack = lambda xs, dtype: torch.stack(xs).cpu() if xs else torch.zeros(0, len(self), dtype=dtype)  # noqa: E731
-        return {"stats": self.stats.state_dict(), "weight": self.weight.cpu(), "category": self.category.cpu(),
-                "majority": self.majority.cpu(), "score": self.score.cpu(), "started": torch.tensor(self.started),
-                "score_history": stack(self.history["score"], torch.float32),
-                "category_history": stack(self.history["category"], torch.long)}  # fmt: skip
+        return {
+            "stats": self.stats.state_dict(),
+            "weight": self.weight.cpu(),
+            "category": self.category.cpu(),
+            "majority": self.majority.cpu(),
+            "score": self.score.cpu(),
+            "started": torch.tensor(self.started),
+            "score_history": stack(self.history["score"], torch.float32),
+            "category_history": stack(self.history["category"], torch.long),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.stats.load_state_dict(state["stats"])
@@ -182,5 +192,7 @@ class StatsSelector(Selector):
         for name in ("weight", "category", "majority", "score"):
             setattr(self, name, state[name].to(device))
         self.started = bool(state["started"])
-        self.history = {"score": [s.to(device) for s in state["score_history"]],
-                        "category": [c.to(device) for c in state["category_history"]]}  # fmt: skip
+        self.history = {
+            "score": [s.to(device) for s in state["score_history"]],
+            "category": [c.to(device) for c in state["category_history"]],
+        }

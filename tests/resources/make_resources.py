@@ -1,4 +1,5 @@
 """Regenerate the committed bad-input resources: python tests/resources/make_resources.py (deterministic)."""
+
 from __future__ import annotations
 
 import io

@@ -71,7 +71,10 @@ class SynthConfig:
             (self.train_identities >= 1 and self.test_identities >= 1, "need >= 1 identity per split"),
             (0.0 <= self.hard_share <= 1.0, f"hard_share must be in [0, 1], got {self.hard_share}"),
             (0.0 <= self.weak_distractor_prob <= 1.0, "weak_distractor_prob must be in [0, 1]"),
-            (0.1 <= self.face_scale[0] <= self.face_scale[1] <= 0.6, "face_scale must be 0.1 <= min <= max <= 0.6"),
+            (
+                0.1 <= self.face_scale[0] <= self.face_scale[1] <= 0.6,
+                "face_scale must be 0.1 <= min <= max <= 0.6",
+            ),
             (self.supersample in (1, 2, 3, 4), "supersample must be 1..4"),
             (1 <= self.jpeg_quality <= 95, "jpeg_quality must be 1..95"),
             (self.fps >= 1, "fps must be >= 1"),

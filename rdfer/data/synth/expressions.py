@@ -118,7 +118,7 @@ def place(rng: np.random.Generator, num_frames: int, lengths: list[int]) -> list
     cuts = np.sort(rng.integers(0, slack + 1, size=len(lengths)))
     gaps = np.diff(np.concatenate([[0], cuts]))
     starts, pos = [], 1
-    for gap, length in zip(gaps, lengths):
+    for gap, length in zip(gaps, lengths, strict=False):
         pos += int(gap)
         starts.append(pos)
         pos += length

@@ -105,7 +105,11 @@ class Scene:
 
 
 def sample_scene(
-    rng: np.random.Generator, size: int, supersample: int, num_frames: int, noise_range: tuple[float, float],
+    rng: np.random.Generator,
+    size: int,
+    supersample: int,
+    num_frames: int,
+    noise_range: tuple[float, float],
     face_scale: tuple[float, float] = (0.40, 0.46),
 ) -> Scene:
     canvas = size * supersample

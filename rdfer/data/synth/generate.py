@@ -46,10 +46,25 @@ GROUND_TRUTH = "ground_truth.csv"
 # What generate() may delete when it regenerates a folder: only its own outputs.
 _OWN_ENTRIES = {"Clip", "EmoLabel_DataSplit", GROUND_TRUTH, MANIFEST, MANIFEST + ".tmp"}
 GROUND_TRUTH_COLUMNS = (
-    "split", "video_name", "true_label", "given_label", "is_noisy", "is_hard", "hard_reason", "intensity",
-    "onset", "apex_start", "apex_end", "offset", "distractor_class", "distractor_start", "distractor_end",
-    "distractor_intensity", "num_frames", "identity",
-)  # fmt: skip
+    "split",
+    "video_name",
+    "true_label",
+    "given_label",
+    "is_noisy",
+    "is_hard",
+    "hard_reason",
+    "intensity",
+    "onset",
+    "apex_start",
+    "apex_end",
+    "offset",
+    "distractor_class",
+    "distractor_start",
+    "distractor_end",
+    "distractor_intensity",
+    "num_frames",
+    "identity",
+)
 
 
 def frame_name(clip_id: int, n: int) -> str:
@@ -178,14 +193,28 @@ def _write_ground_truth(path: Path, plans: list[ClipPlan]) -> None:
         writer.writerow(GROUND_TRUTH_COLUMNS)
         for p in plans:
             t, d = p.target, p.distractor
-            writer.writerow([
-                p.split, p.clip_id, p.true_class + 1, p.given_class + 1, int(p.is_noisy), int(p.is_hard),
-                p.hard_reason, f"{t.intensity:.4f}" if t else "0.0000",
-                t.onset if t else 0, t.apex_start if t else 0, t.apex_end if t else 0, t.offset if t else 0,
-                p.distractor_class + 1 if p.distractor_class is not None else "",
-                d.onset if d else "", d.offset if d else "", f"{d.intensity:.4f}" if d else "",
-                p.num_frames, p.identity,
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    p.split,
+                    p.clip_id,
+                    p.true_class + 1,
+                    p.given_class + 1,
+                    int(p.is_noisy),
+                    int(p.is_hard),
+                    p.hard_reason,
+                    f"{t.intensity:.4f}" if t else "0.0000",
+                    t.onset if t else 0,
+                    t.apex_start if t else 0,
+                    t.apex_end if t else 0,
+                    t.offset if t else 0,
+                    p.distractor_class + 1 if p.distractor_class is not None else "",
+                    d.onset if d else "",
+                    d.offset if d else "",
+                    f"{d.intensity:.4f}" if d else "",
+                    p.num_frames,
+                    p.identity,
+                ]
+            )
 
 
 def clip_aus(plan: ClipPlan, resting: np.ndarray) -> np.ndarray:
@@ -202,8 +231,9 @@ def render_plan(plan: ClipPlan, config: SynthConfig, seed: int) -> list[np.ndarr
     """The frames of one clip (uint8 [S, S, 3] each); depends only on the plan, the config and the seed."""
     identity = sample_identity(np.random.default_rng([seed, IDENTITY_TAG, plan.identity]))
     rng = np.random.default_rng([seed, RENDER_TAG, plan.clip_id])
-    scene = sample_scene(rng, config.image_size, config.supersample, plan.num_frames, config.sensor_noise,
-                         config.face_scale)
+    scene = sample_scene(
+        rng, config.image_size, config.supersample, plan.num_frames, config.sensor_noise, config.face_scale
+    )
     aus = clip_aus(plan, identity.resting)
     return render_clip(identity, scene, aus, config.image_size, config.supersample, config.fps, rng)
 
@@ -287,9 +317,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = {
-        "image_size": "image_size", "train_per_class": "train_per_class", "test_per_class": "test_per_class",
-        "frames": "frames", "hard_share": "hard_share", "frame_counts": "dfew_frame_counts",
-    }  # fmt: skip
+        "image_size": "image_size",
+        "train_per_class": "train_per_class",
+        "test_per_class": "test_per_class",
+        "frames": "frames",
+        "hard_share": "hard_share",
+        "frame_counts": "dfew_frame_counts",
+    }
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     start = time.perf_counter()
     marker = args.out / MANIFEST

@@ -57,7 +57,7 @@ def plan_clips(
         given = flip_labels(true, noise, noise_kind, seed) if split == "train" else true
         pool_start = 0 if split == "train" else config.train_identities
         pool_size = config.train_identities if split == "train" else config.test_identities
-        for spec, reason, given_class in zip(mine, reasons, given):
+        for spec, reason, given_class in zip(mine, reasons, given, strict=False):
             clip_id = len(plans) + 1
             plans.append(
                 _plan_clip(config, spec, clip_id, int(given_class), reason, seed, pool_start, pool_size)
