@@ -29,3 +29,24 @@ def write_after_run(request, lines: list[str]) -> None:
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         for line in ["", *lines]:
             reporter.write_line(line)
+
+
+def kernel_summary(title: str, seconds: dict, nbytes: dict, inner: int, ms: bool) -> list[str]:
+    """One line per case: each implementation's time per call and bandwidth, then the kernel's speed-up over
+    eager and compiled PyTorch. seconds[case][impl] is one timed round of `inner` calls; nbytes[case] the bytes a
+    call moves; `ms` prints milliseconds (else microseconds)."""
+    scale, unit = (1e3, "ms") if ms else (1e6, "us")
+    lines = [title]
+    for case, by_impl in seconds.items():
+        line = f"  {case!s:<22}" + "".join(
+            f" {impl} {s / inner * scale:9.3f} {unit} {nbytes[case] / s / 1e9:7.2f} GB/s"
+            for impl, s in by_impl.items()
+        )
+        if "kernel" in by_impl:
+            line += "".join(
+                f" | x{by_impl[ref] / by_impl['kernel']:.2f} vs {ref}"
+                for ref in ("eager", "compile")
+                if ref in by_impl
+            )
+        lines.append(line)
+    return lines

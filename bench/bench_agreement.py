@@ -22,7 +22,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before rdfer.kernels is imported (it decorates then)
 
-from _timing import rounds, write_after_run  # noqa: E402
+from _timing import kernel_summary, rounds, write_after_run  # noqa: E402
 
 from rdfer.ops import dispatch  # noqa: E402
 from rdfer.ops.agreement import AgreementParams, agreement, agreement_reference  # noqa: E402
@@ -67,21 +67,13 @@ def _summary(request):
     if not _SECONDS:
         return
     name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
-    lines: list[str] = []
-    write = lines.append
-    write(f"agreement, K={K} C={C} on {name}: us per call, GB/s, kernel speed-up")
-    for batch, seconds in _SECONDS.items():
-        line = f"  B={batch:<6}" + "".join(
-            f" {impl} {s / INNER * 1e6:9.1f} us {_BYTES[batch] / s / 1e9:6.2f} GB/s"
-            for impl, s in seconds.items()
-        )
-        if "kernel" in seconds:
-            line += "".join(
-                f" | x{seconds[ref] / seconds['kernel']:.1f} vs {ref}"
-                for ref in ("eager", "compile")
-                if ref in seconds
-            )
-        write(line)
+    lines = kernel_summary(
+        f"agreement, K={K} C={C} on {name}: us per call, GB/s, kernel speed-up",
+        _SECONDS,
+        _BYTES,
+        INNER,
+        ms=False,
+    )
     write_after_run(request, lines)
 
 

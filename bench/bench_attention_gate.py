@@ -24,7 +24,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before rdfer.kernels is imported (it decorates then)
 
-from _timing import rounds, write_after_run  # noqa: E402
+from _timing import kernel_summary, rounds, write_after_run  # noqa: E402
 
 from rdfer.ops import dispatch  # noqa: E402
 from rdfer.ops.attention_gate import attention_gate, attention_gate_reference  # noqa: E402
@@ -88,21 +88,13 @@ def _summary(request):
     if not _SECONDS:
         return
     name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
-    lines: list[str] = []
-    write = lines.append
-    write(f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up")
-    for case, seconds in _SECONDS.items():
-        line = f"  {case:<22}" + "".join(
-            f" {impl} {s / INNER * 1e3:8.3f} ms {_BYTES[case] / s / 1e9:7.1f} GB/s"
-            for impl, s in seconds.items()
-        )
-        if "kernel" in seconds:
-            line += "".join(
-                f" | x{seconds[ref] / seconds['kernel']:.2f} vs {ref}"
-                for ref in ("eager", "compile")
-                if ref in seconds
-            )
-        write(line)
+    lines = kernel_summary(
+        f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up",
+        _SECONDS,
+        _BYTES,
+        INNER,
+        ms=True,
+    )
     write_after_run(request, lines)
 
 
