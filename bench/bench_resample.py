@@ -29,8 +29,9 @@ import pytest
 import torch
 from _timing import rounds, write_after_run
 
-from rdfer.data.augment import clip_augment_params, params_to_tensor
+from rdfer.data.augment import clip_augment_params
 from rdfer.ops import dispatch
+from rdfer.ops.augment import params_to_tensor
 from rdfer.ops.resample import gather_clips_augmented_reference, gather_clips_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -27,8 +27,9 @@ from _timing import write_after_run
 
 from rdfer import distributed
 from rdfer.config import load_config
-from rdfer.data.augment import clip_augment_params, params_to_tensor
+from rdfer.data.augment import clip_augment_params
 from rdfer.data.records import ClipRecord, Split
+from rdfer.ops.augment import params_to_tensor
 from rdfer.training import _Totals, learner, train_step
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

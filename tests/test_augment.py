@@ -9,17 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rdfer.data.augment import (
-    AugmentParams,
-    apply_augment,
-    clip_augment_params,
-    params_from_tensor,
-    params_to_tensor,
-    sample_augment,
-    sample_crop,
-)
+from rdfer.data.augment import clip_augment_params, sample_augment, sample_crop
 from rdfer.data.sampling import clip_rng
 from rdfer.ops import dispatch, resample
+from rdfer.ops.augment import AugmentParams, apply_augment, params_from_tensor, params_to_tensor
 from rdfer.ops.resample import gather_clips_augmented_reference, gather_clips_reference
 
 

@@ -13,11 +13,7 @@ import torch
 from PIL import Image
 
 from rdfer.data import frames as frames_module
-from rdfer.data.augment import (
-    PARAM_COLUMNS,
-    clip_augment_params,
-    params_to_tensor,
-)
+from rdfer.data.augment import clip_augment_params
 from rdfer.data.frames import count_frames, list_frames, read_clip, verify_record
 from rdfer.data.loader import (
     ClipDataset,
@@ -28,6 +24,7 @@ from rdfer.data.loader import (
 )
 from rdfer.data.records import ClipRecord, DataError, Split
 from rdfer.data.sampling import epoch_order, uniform_indices
+from rdfer.ops.augment import PARAM_COLUMNS, params_to_tensor
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 T = 8  # frames per clip in these tests (the package default is 64); small keeps them fast

@@ -78,7 +78,8 @@ def test_eval_is_deterministic_and_train_samples_randomly():
 
 
 def test_augmenting_inside_the_gather_equals_augmenting_the_clip_first():
-    from rdfer.data.augment import apply_augment, clip_augment_params, params_to_tensor
+    from rdfer.data.augment import clip_augment_params
+    from rdfer.ops.augment import apply_augment, params_to_tensor
 
     model = RDFER(small_config(), CLASSES).eval()
     x = frames(b=2)

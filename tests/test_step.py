@@ -10,8 +10,9 @@ import torch
 
 from rdfer import distributed
 from rdfer.config import load_config
-from rdfer.data.augment import clip_augment_params, params_to_tensor
+from rdfer.data.augment import clip_augment_params
 from rdfer.data.records import ClipRecord, Split
+from rdfer.ops.augment import params_to_tensor
 from rdfer.training import _Totals, learner, train_step
 
 CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")

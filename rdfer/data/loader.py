@@ -5,7 +5,7 @@ package (this one, rdfer.data.dali, rdfer.data.cached_loader) yields the same ba
     {'frames': uint8 [B, T, 3, H, W] resized only, never augmented, 'label': int64 [B],
      'sample_id': int64 [B], 'skipped': list[str], and when training 'augment': float32 [B, 8]}
 Row b of 'augment' is clip b's augmentation (augment.PARAM_COLUMNS, from clip_augment_params); the consumer applies
-it to the frames (rdfer.data.augment.apply_augment defines what it does), so no loader spends time on pixels
+it to the frames (rdfer.ops.augment.apply_augment defines what it does), so no loader spends time on pixels
 that a GPU transforms faster, and a decoded frame can be cached once for every epoch.
 
 Epochs: the training order and the augmentation depend only on (seed, epoch, sample_id); call
@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from rdfer.data.augment import PARAM_COLUMNS, AugmentParams, clip_augment_params, params_to_tensor
+from rdfer.data.augment import clip_augment_params
 from rdfer.data.frames import count_frames, list_frames, read_clip, read_frame_files
 from rdfer.data.records import ClipRecord, DataError, Split
 from rdfer.data.sampling import epoch_order, uniform_indices
+from rdfer.ops.augment import PARAM_COLUMNS, AugmentParams, params_to_tensor
 
 
 @dataclass(frozen=True)

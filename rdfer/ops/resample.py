@@ -2,7 +2,7 @@
 
 The twins below define the ops. Index arithmetic is float32 in a fixed order so the C++/CUDA op can reproduce
 it bit for bit: a frame index is floor(center + (j - (L-1)/2) * stride + 0.5), clamped to [0, T-1].
-The augmented gather applies each clip's training augmentation (rdfer.data.augment) to the frames it gathers
+The augmented gather applies each clip's training augmentation (rdfer.ops.augment) to the frames it gathers
 only, so a clip costs the K*L frames the model reads instead of all T loaded ones.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.data.augment import apply_augment, params_from_tensor
 from rdfer.ops import dispatch
+from rdfer.ops.augment import apply_augment, params_from_tensor
 
 
 def key_positions_reference(probs: Tensor, k: int, num_frames: int) -> tuple[Tensor, Tensor]:
@@ -81,7 +81,7 @@ def gather_clips_augmented_reference(
     """uint8 frames [B, T, 3, H, W] gathered at indices [B, K, L], clip b augmented by params[b], normalised.
 
     params: [B, 8] float32 rows (y0, x0, h, w, flip, brightness, contrast, saturation), the encoding of
-    rdfer.data.augment.params_to_tensor. Defined as the gather, then apply_augment on each clip's K*L gathered
+    rdfer.ops.augment.params_to_tensor. Defined as the gather, then apply_augment on each clip's K*L gathered
     frames, then gather_clips_reference's normalisation (same layout and out_dtype): every augmentation step
     works frame by frame with the clip's parameters, so augmenting the gathered frames equals augmenting the
     whole clip first and gathering after.
