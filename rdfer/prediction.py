@@ -74,28 +74,39 @@ def predict(
     if not margin >= 0:
         raise ConfigError(f"margin must be 0 or more (crop side = face side x (1 + margin)), got {margin}")
     model = _model(checkpoint, device)
-    cfg = model.config.data
     info = faces.probe(path, fps)
-    indices = uniform_indices(info.num_frames, cfg.num_frames)
+    indices = uniform_indices(info.num_frames, model.config.data.num_frames)
+    frames, missing = _face_frames(path, indices, model.config.data.image_size, detect, margin)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).to(device)  # [1, T, 3, H, W] uint8
+    result = {"video": str(path), "duration_s": info.duration, "fps": info.fps}
+    result |= _read_out(model, model(x), info, indices)
+    result |= {"frames_without_face": missing, "face_coverage": 1.0 - len(missing) / len(np.unique(indices))}
+    if plot is not None:
+        plot_timeline(result, Path(plot))
+    return result
+
+
+def _face_frames(path: Path, indices: np.ndarray, size: int, detect: bool | None, margin: float):
+    """The clip's frames at `indices` [T, H, W, 3] uint8 (face crops) and the video frames without a face."""
     if detect if detect is not None else not path.is_dir():
         track = faces.track_face(path, indices, margin=margin)
-        frames, missing = faces.crop_track(track, cfg.image_size), track.frames_without_face
+        frames, missing = faces.crop_track(track, size), track.frames_without_face
     else:
-        frames, missing = read_clip(path, indices, cfg.image_size), []
-    coverage = 1.0 - len(missing) / len(np.unique(indices))
+        frames, missing = read_clip(path, indices, size), []
     if missing:
+        coverage = 1.0 - len(missing) / len(np.unique(indices))
         warnings.warn(
             f"{path}: a face was found in {coverage:.0%} of the sampled frames; the others are cropped "
             "at a box interpolated from their neighbours (see frames_without_face)",
-            stacklevel=2,
+            stacklevel=3,
         )
+    return frames, missing
 
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).unsqueeze(0).to(device)  # [1, T, 3, H, W] uint8
-    out = model(x)
-    classes = model.classes
+
+def _read_out(model, out: dict, info, indices: np.ndarray) -> dict:
+    """The model's output for one clip as the result's class, timeline, key positions and agreement."""
+    classes, t = model.classes, model.config.data.num_frames
     probs = out["logits"][0].float().softmax(-1).cpu()
-    t = cfg.num_frames
-
     syn_probs = out["synopsis_instance_logits"][0].float().softmax(-1).cpu()
     syn_frames = indices[out["synopsis_indices"][0].cpu().numpy()]
     timeline = [
@@ -110,23 +121,18 @@ def predict(
     # video frame that timeline position was loaded from.
     key_t = [min(t - 1, max(0, math.floor(p + 0.5))) for p in out["key_positions"][0].float().cpu().tolist()]
     key_frames = [int(indices[k]) for k in key_t]
-
-    clip_logits = out["detail_instance_logits"].float().cpu()  # [1, K, C]
     # The package's agreement rule (majority and its ties) itself; the label, sample id and memory are
     # placeholders that A and the majority do not depend on.
     zero = torch.zeros(1, dtype=torch.long)
     stats = agreement_reference(
-        clip_logits,
+        out["detail_instance_logits"].float().cpu(),  # [1, K, C]
         zero,
         zero,
         torch.full((1, 2), float("nan")),
         agreement_params(model.config.robust),
         warm=False,
     )
-    result = {
-        "video": str(path),
-        "duration_s": info.duration,
-        "fps": info.fps,
+    return {
         "class": classes[int(probs.argmax())],
         "probabilities": _probs(classes, probs),
         "timeline": timeline,
@@ -134,12 +140,7 @@ def predict(
         "key_frames": key_frames,
         "agreement": float(stats.agreement[0]),
         "majority_class": classes[int(stats.majority[0])],
-        "frames_without_face": missing,
-        "face_coverage": coverage,
     }
-    if plot is not None:
-        plot_timeline(result, Path(plot))
-    return result
 
 
 def plot_timeline(result: dict, path: Path) -> None:

@@ -184,12 +184,8 @@ def _normalized_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (k * length * frame, length * frame, frame, 1, w * c, c)
 
 
-def _register_fake_and_autograd() -> None:
-    """Fake (meta) kernels, so the ops trace under torch.compile, and the gather's autograd formulas.
-
-    torch.library.register_autograd rather than an autograd.Function: the formula then belongs to the operator
-    itself, so torch.ops.rdfer.gather_clips is differentiable however it is called, and torch.compile sees
-    one opaque op with a registered backward instead of tracing a Python Function."""
+def _register_fakes() -> None:
+    """Fake (meta) kernels, so the ops trace under torch.compile."""
     lib = "rdfer::"
 
     @torch.library.register_fake(lib + "key_positions")
@@ -224,6 +220,15 @@ def _register_fake_and_autograd() -> None:
     def _(grad, indices, num_frames):
         b, _, _, c, h, w = grad.shape
         return grad.new_empty((b, num_frames, c, h, w))
+
+
+def _register_autograd() -> None:
+    """The gather ops' autograd formulas.
+
+    torch.library.register_autograd rather than an autograd.Function: the formula then belongs to the operator
+    itself, so torch.ops.rdfer.gather_clips is differentiable however it is called, and torch.compile sees
+    one opaque op with a registered backward instead of tracing a Python Function."""
+    lib = "rdfer::"
 
     def gather_setup(ctx, inputs, output):
         frames, indices = inputs
@@ -266,4 +271,5 @@ def _register_fake_and_autograd() -> None:
 
 
 if dispatch.extension() is not None:
-    _register_fake_and_autograd()
+    _register_fakes()
+    _register_autograd()
