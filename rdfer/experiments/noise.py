@@ -63,6 +63,7 @@ METHODS: dict[str, list[str]] = {
     "oracle": ["robust.enabled=true", "robust.method=oracle"],
     "rdfer": ["robust.enabled=true", "robust.method=rdfer"],
     "agreement": ["robust.enabled=true", "robust.method=agreement"],
+    "elr": ["robust.enabled=true", "robust.method=elr"],
 }
 DEFAULT_METHODS = ("ce", "small-loss", "oracle", "rdfer")
 
