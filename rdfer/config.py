@@ -74,7 +74,8 @@ class RobustConfig:
     """Label-noise robustness (docs/method.md §3). Package's choice, by the noise experiment's numbers: off, so
     training is plain cross-entropy, while robust.method's statistics still judge every sample and list the
     suspect labels in noisy_samples.csv (no treatment measured so far beat cross-entropy by more than a point
-    at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`."""
+    at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`; `elr` adds the
+    early-learning regularisation term to the loss and keeps every weight 1."""
 
     enabled: bool = (
         False  # off: plain (label-smoothed) cross-entropy, every weight 1; the statistics still kept

@@ -372,6 +372,17 @@ def test_elr_state_dict_round_trip():
         _elr_selector(n=5).load_state_dict(sel.state_dict())
 
 
+def test_elr_term_is_left_out_when_robust_is_disabled():
+    robust = load_config(None, ["robust.enabled=false", "robust.method=elr"]).robust
+    sel = ElrSelector(robust, 4, 3)
+    ids, logits = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    a = sel.assess(_elr_out(logits), torch.tensor([0, 1]), ids)
+    assert a.elr_target is None and a.elr_lambda == 0.0
+    sel.commit(ids, a.rows, torch.tensor(True))  # the targets are still kept
+    q = logits.softmax(1)
+    torch.testing.assert_close(sel.targets[ids], 0.3 * q / q.sum(1, keepdim=True))
+
+
 @pytest.mark.parametrize("bad", ["robust.elr_beta=1.0", "robust.elr_beta=-0.1", "robust.elr_lambda=-1"])
 def test_elr_config_is_validated(bad):
     with pytest.raises(ConfigError, match=bad.split("=")[0]):

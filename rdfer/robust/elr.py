@@ -11,7 +11,8 @@ network predicted early, before it memorised the wrong labels, and the term's gr
 cross-entropy's pull towards a label the targets disagree with. Every weight stays 1.
 
 The `rdfer` method's statistics and decisions are still kept and judged, not acted on (as for plain
-cross-entropy): the noise score is the mean loss, the categories its suspects.
+cross-entropy): the noise score is the mean loss, the categories its suspects. With robust.enabled=false the
+targets are still kept but the term is left out: plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def elr_term(logits: Tensor, target: Tensor) -> Tensor:
 class ElrSelector(ExclusionSelector):
     def __init__(self, robust, num_samples, epochs, device="cpu"):
         super().__init__(robust, num_samples, epochs, device)
+        self.term_on = (
+            robust.enabled
+        )  # off: plain cross-entropy, as robust.enabled=false means for every method
         self.enabled = False  # the `rdfer` decisions are reported, never turned into weights
         self.targets: Tensor | None = None  # [N, C], allocated once the number of classes is seen
         self.num_classes: int | None = None
@@ -51,7 +55,8 @@ class ElrSelector(ExclusionSelector):
         beta = self.robust.elr_beta
         target = beta * old + (1.0 - beta) * probs / probs.sum(-1, keepdim=True)
         base.rows = torch.cat([target, base.rows], 1)
-        base.elr_target, base.elr_lambda = target, self.robust.elr_lambda
+        if self.term_on:
+            base.elr_target, base.elr_lambda = target, self.robust.elr_lambda
         return base
 
     @torch.no_grad()
