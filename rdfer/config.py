@@ -74,12 +74,13 @@ class RobustConfig:
     """Label-noise robustness (docs/method.md §3). Package's choice, by the noise experiment's numbers: off, so
     training is plain cross-entropy, while robust.method's statistics still judge every sample and list the
     suspect labels in noisy_samples.csv (no treatment measured so far beat cross-entropy by more than a point
-    at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`."""
+    at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`; `elr` adds the
+    early-learning regularisation term to the loss and keeps every weight 1."""
 
     enabled: bool = (
         False  # off: plain (label-smoothed) cross-entropy, every weight 1; the statistics still kept
     )
-    method: str = "rdfer"  # rdfer | small_loss | agreement (oracle: the noise experiment only)
+    method: str = "rdfer"  # rdfer | small_loss | agreement | elr (oracle: the noise experiment only)
     noisy_weight: float = 0.0  # loss weight of a sample judged noisy
     weight_cap: float = 2.0  # rdfer, small_loss: a batch's weights are scaled to sum to B, by at most this
     # rdfer: ramped, re-decided exclusion; the warm-up ends by a measured signal
@@ -99,6 +100,9 @@ class RobustConfig:
     relabel: bool = False
     relabel_margin: float = 0.5
     use_ema: bool = True  # categorise on the per-sample EMAs of A and S
+    # elr: early-learning regularisation, the published CIFAR-10 values
+    elr_lambda: float = 3.0  # coefficient of the loss term lambda * mean log(1 - <p, t>)
+    elr_beta: float = 0.7  # momentum of the per-sample target EMA
 
 
 @dataclass
@@ -146,7 +150,7 @@ _CHOICES = {
     ("data", "synth_noise_kind"): ("symmetric", "pairs"),
     ("model", "encoder"): ("resnet18", "resnet50", "small"),
     ("model", "output"): ("detail", "average"),
-    ("robust", "method"): ("rdfer", "small_loss", "agreement", "oracle"),
+    ("robust", "method"): ("rdfer", "small_loss", "agreement", "elr", "oracle"),
     ("run", "amp"): ("auto", "bf16", "off"),
     ("run", "channels_last"): ("auto", "on", "off"),
 }
@@ -261,6 +265,8 @@ def validate(cfg: Config) -> Config:
         ),
         (0 <= r.warmup <= 1, f"robust.warmup is a share of epochs in [0, 1], got {r.warmup}"),
         (0 <= r.momentum < 1, f"robust.momentum must be in [0, 1), got {r.momentum}"),
+        (r.elr_lambda >= 0, f"robust.elr_lambda must be 0 or more, got {r.elr_lambda}"),
+        (0 <= r.elr_beta < 1, f"robust.elr_beta must be in [0, 1), got {r.elr_beta}"),
         (0 <= r.a_min <= 1 and 0 <= r.s_max <= 1, "robust.a_min and robust.s_max must be in [0, 1]"),
         (0 <= r.noisy_weight <= 1, f"robust.noisy_weight must be in [0, 1], got {r.noisy_weight}"),
         (r.weight_cap >= 1, f"robust.weight_cap must be at least 1, got {r.weight_cap}"),

@@ -8,6 +8,7 @@ from rdfer.config import OptimConfig, load_config
 from rdfer.errors import ConfigError
 from rdfer.ops.agreement import EASY, HARD, NOISY
 from rdfer.robust.confident import confident_off_diagonal
+from rdfer.robust.elr import ElrSelector
 from rdfer.robust.exclusion import ExclusionSelector, rank_correlation
 from rdfer.robust.gmm import gmm2
 from rdfer.robust.loss import rdfer_loss, weighted_ce
@@ -220,6 +221,7 @@ def test_make_selector_picks_robust_method_and_refuses_the_oracle():
         ("rdfer", ExclusionSelector),
         ("small_loss", SmallLossSelector),
         ("agreement", AgreementSelector),
+        ("elr", ElrSelector),
     ):
         assert (
             type(
@@ -261,3 +263,127 @@ def test_small_loss_splits_by_the_mean_loss_after_its_warm_up():
     assert (sel.category == NOISY).tolist() == [i >= 30 for i in range(n)]
     assert sel.weight[30:].eq(0).all() and sel.weight[:30].eq(1).all()
     assert torch.allclose(sel.scores(), loss)
+
+
+def test_elr_term_in_the_loss_by_hand():
+    out = {
+        "detail_video_logits": torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]]),
+        "synopsis_video_logits": torch.tensor([[0.0, 1.0], [2.0, 0.0]]),
+        "synopsis_instance_logits": torch.zeros(2, 3, 2),
+        "detail_instance_logits": torch.zeros(2, 3, 2),
+    }
+    out["logits"] = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]], requires_grad=True)  # p: .75/.25, .5/.5
+    y, w, cfg = torch.tensor([0, 1]), torch.ones(2), OptimConfig()
+    t = torch.tensor([[0.6, 0.4], [1.0, 0.0]])
+    plain, _ = rdfer_loss(out, y, w, cfg, num_frames=4)
+    total, parts = rdfer_loss(out, y, w, cfg, num_frames=4, elr_target=t, elr_lambda=3.0)
+    term = (math.log(1 - (0.75 * 0.6 + 0.25 * 0.4)) + math.log(1 - 0.5)) / 2
+    assert float(parts["elr"]) == pytest.approx(term, rel=1e-6)
+    assert float(total.detach() - plain) == pytest.approx(3.0 * term, rel=1e-6)
+    total.backward()  # only the ELR term reaches out["logits"]: d/dz_k log(1 - <p, t>) = -p_k (t_k - <p, t>) / (1 - <p, t>)
+    grad = [
+        [-p * (tk - 0.55) / 0.45 for p, tk in ((0.75, 0.6), (0.25, 0.4))],
+        [-0.5 * (1 - 0.5) / 0.5, 0.5 * 0.5 / 0.5],
+    ]
+    torch.testing.assert_close(out["logits"].grad, 3.0 / 2 * torch.tensor(grad), rtol=1e-5, atol=1e-6)
+    far, _ = rdfer_loss(
+        {**out, "logits": torch.tensor([[100.0, 0.0], [0.0, 0.0]])},
+        y,
+        w,
+        cfg,
+        4,
+        elr_target=t,
+        elr_lambda=3.0,
+    )
+    assert math.isfinite(float(far))  # p clamped to 1 - 1e-4: log(1 - <p, t>) stays finite
+
+
+def _elr_out(logits):
+    return {"logits": logits, "detail_instance_logits": logits[:, None].expand(-1, 2, -1)}
+
+
+def _elr_selector(n=4, epochs=3, beta=0.7):
+    robust = load_config(None, ["robust.enabled=true", "robust.method=elr", f"robust.elr_beta={beta}"]).robust
+    return ElrSelector(robust, n, epochs)
+
+
+def test_elr_targets_are_an_ema_of_the_clamped_probabilities_stored_only_where_ok():
+    sel = _elr_selector()
+    ids, labels = torch.tensor([1, 3]), torch.tensor([0, 2])
+    z1, z2 = (
+        torch.tensor([[20.0, 0.0, 0.0], [0.0, 1.0, 2.0]]),
+        torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]]),
+    )
+    q1, q2 = z1.softmax(1).clamp(1e-4, 1 - 1e-4), z2.softmax(1).clamp(1e-4, 1 - 1e-4)
+    q1, q2 = q1 / q1.sum(1, keepdim=True), q2 / q2.sum(1, keepdim=True)
+    assert q1[0].tolist() == pytest.approx([(1 - 1e-4) / (1 + 1e-4), 1e-4 / (1 + 1e-4), 1e-4 / (1 + 1e-4)])
+    a = sel.assess(_elr_out(z1), labels, ids)
+    torch.testing.assert_close(a.elr_target, 0.3 * q1)  # the stored target starts at 0
+    assert a.elr_lambda == 3.0 and a.weight.eq(1).all() and sel.targets is None  # assess stores nothing
+    sel.commit(ids, a.rows, torch.tensor(True))
+    torch.testing.assert_close(sel.targets[ids], 0.3 * q1)
+    assert sel.targets[[0, 2]].eq(0).all()
+    b = sel.assess(_elr_out(z2), labels, ids)
+    torch.testing.assert_close(b.elr_target, 0.7 * 0.3 * q1 + 0.3 * q2)
+    counts = sel.stats.current[1].clone()
+    sel.commit(ids, b.rows, torch.tensor(False))  # a non-finite step leaves no trace
+    torch.testing.assert_close(sel.targets[ids], 0.3 * q1)
+    assert torch.equal(sel.stats.current[1], counts)
+    sel.commit(ids, b.rows, torch.tensor(True))
+    torch.testing.assert_close(sel.targets[ids], 0.7 * 0.3 * q1 + 0.3 * q2)
+
+
+def test_elr_keeps_the_rdfer_decisions_without_acting_on_them():
+    torch.manual_seed(0)
+    n, c = 40, 3
+    elr = _elr_selector(n, epochs=6)
+    plain = ExclusionSelector(load_config(None, ["robust.enabled=false"]).robust, n, 6)
+    labels = torch.randint(0, c, (n,))
+    base = torch.randn(n, c) * 3
+    for epoch in range(5):
+        logits = base + 0.1 * torch.randn(n, c)
+        a = elr.assess(_elr_out(logits), labels, torch.arange(n))
+        elr.commit(torch.arange(n), a.rows, torch.tensor(True))
+        p = plain.assess(_elr_out(logits), labels, torch.arange(n))
+        plain.commit(torch.arange(n), p.rows, torch.tensor(True))
+        notes = elr.end_epoch(epoch)
+        plain.end_epoch(epoch)
+        assert notes.fields["warm"] is False and a.weight.eq(1).all()
+    assert elr.started and torch.equal(elr.category, plain.category)
+    assert (elr.category == NOISY).any()  # the rdfer decisions flag suspects, which stay at weight 1
+    torch.testing.assert_close(elr.scores(), plain.scores())
+    assert elr.assess(_elr_out(base), labels, torch.arange(n)).weight.eq(1).all()
+
+
+def test_elr_state_dict_round_trip():
+    sel = _elr_selector()
+    ids, labels = torch.tensor([0, 2, 3]), torch.tensor([1, 0, 1])
+    logits = torch.tensor([[1.0, 0.0], [0.0, 3.0], [0.5, 0.5]])
+    for epoch in range(2):
+        a = sel.assess(_elr_out(logits * (epoch + 1)), labels, ids)
+        sel.commit(ids, a.rows, torch.tensor(True))
+        sel.end_epoch(epoch)
+    back = _elr_selector()
+    back.load_state_dict(sel.state_dict())
+    assert torch.equal(back.targets, sel.targets) and back.num_classes == 2
+    a, b = sel.assess(_elr_out(logits), labels, ids), back.assess(_elr_out(logits), labels, ids)
+    assert torch.equal(a.elr_target, b.elr_target) and torch.equal(a.rows, b.rows)
+    with pytest.raises(ValueError, match="ELR targets hold 4 samples"):
+        _elr_selector(n=5).load_state_dict(sel.state_dict())
+
+
+def test_elr_term_is_left_out_when_robust_is_disabled():
+    robust = load_config(None, ["robust.enabled=false", "robust.method=elr"]).robust
+    sel = ElrSelector(robust, 4, 3)
+    ids, logits = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    a = sel.assess(_elr_out(logits), torch.tensor([0, 1]), ids)
+    assert a.elr_target is None and a.elr_lambda == 0.0
+    sel.commit(ids, a.rows, torch.tensor(True))  # the targets are still kept
+    q = logits.softmax(1)
+    torch.testing.assert_close(sel.targets[ids], 0.3 * q / q.sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("bad", ["robust.elr_beta=1.0", "robust.elr_beta=-0.1", "robust.elr_lambda=-1"])
+def test_elr_config_is_validated(bad):
+    with pytest.raises(ConfigError, match=bad.split("=")[0]):
+        load_config(None, ["robust.method=elr", bad])

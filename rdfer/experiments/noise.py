@@ -14,6 +14,7 @@ round(rate * N) wrong labels), and RDFER is trained with each method on the same
 - `rdfer`: the package's `rdfer` method acting on its decisions (robust.enabled=true; the package's default
   trains like `ce` and only lists the suspects);
 - `agreement` (on request): the paper's agreement rule.
+- `elr` (on request): early-learning regularisation (`robust.method=elr`), a loss term, every weight 1.
 
 Reported per run and per epoch (rdfer.experiments.judge): clean-test WAR / UAR; the AUROC of the method's
 noise score and of the plain per-sample loss, noisy vs clean and noisy vs hard; the samples flagged noisy
@@ -63,6 +64,7 @@ METHODS: dict[str, list[str]] = {
     "oracle": ["robust.enabled=true", "robust.method=oracle"],
     "rdfer": ["robust.enabled=true", "robust.method=rdfer"],
     "agreement": ["robust.enabled=true", "robust.method=agreement"],
+    "elr": ["robust.enabled=true", "robust.method=elr"],
 }
 DEFAULT_METHODS = ("ce", "small-loss", "oracle", "rdfer")
 

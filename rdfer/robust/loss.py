@@ -1,5 +1,6 @@
 """The training loss (docs/method.md §4): per-sample weighted, label-smoothed cross-entropy over the detail and synopsis
-video logits and the instance logits of both streams, plus the L1 loss of learned key positions."""
+video logits and the instance logits of both streams, plus the L1 loss of learned key positions; with
+robust.method=elr, plus the early-learning regularisation term on the video logits (rdfer.robust.elr)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.config import OptimConfig
+from rdfer.robust.elr import elr_term
 
 
 def weighted_ce(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> Tensor:
@@ -30,8 +32,15 @@ def weighted_ce(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float
 
 
 def rdfer_loss(
-    out: dict[str, Tensor], target: Tensor, weight: Tensor, cfg: OptimConfig, num_frames: int
+    out: dict[str, Tensor],
+    target: Tensor,
+    weight: Tensor,
+    cfg: OptimConfig,
+    num_frames: int,
+    elr_target: Tensor | None = None,
+    elr_lambda: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The weighted sum of the parts; elr_target [B, C] (detached) adds elr_lambda * the ELR term."""
     ls = cfg.label_smoothing
     parts = {
         "detail": weighted_ce(out["detail_video_logits"], target, weight, ls),
@@ -49,4 +58,7 @@ def rdfer_loss(
         scale = 1.0 / max(num_frames - 1, 1)
         parts["position"] = F.l1_loss(out["predicted_positions"] * scale, out["key_positions"] * scale)
         total = total + cfg.position_weight * parts["position"]
+    if elr_target is not None:
+        parts["elr"] = elr_term(out["logits"], elr_target)
+        total = total + elr_lambda * parts["elr"]
     return total, {k: v.detach() for k, v in parts.items()}  # tensors: the loop syncs once per log step

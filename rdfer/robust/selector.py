@@ -38,6 +38,8 @@ class Assessed:
     target: Tensor  # [B] int64 the class each sample is trained towards (its label, or a relabelling)
     category: Tensor  # [B] int64 easy / hard / noisy (rdfer.ops.agreement codes), for the epoch's shares
     rows: Tensor  # [B, F] float32 what commit() stores for these samples
+    elr_target: Tensor | None = None  # [B, C] soft targets of the ELR term (robust.method=elr), detached
+    elr_lambda: float = 0.0  # the ELR term's coefficient
 
 
 @dataclass
@@ -100,11 +102,12 @@ class Selector:
         return {name: float((self.category == i).sum()) / n for i, name in enumerate(CATEGORY_NAMES)}
 
 
-METHODS = ("rdfer", "small_loss", "agreement", "oracle")  # robust.method
+METHODS = ("rdfer", "small_loss", "agreement", "elr", "oracle")  # robust.method
 
 
 def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: torch.device) -> Selector:
     """The selector robust.method names, for a training split of num_samples clips."""
+    from rdfer.robust.elr import ElrSelector
     from rdfer.robust.exclusion import ExclusionSelector
     from rdfer.robust.memory import AgreementSelector
     from rdfer.robust.small_loss import SmallLossSelector
@@ -112,7 +115,12 @@ def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: t
     if robust.method == "oracle":
         raise ConfigError(
             "robust.method=oracle needs to know which labels are wrong: only the noise experiment "
-            "(python -m rdfer.experiments.noise) can run it; choose rdfer, small_loss or agreement"
+            "(python -m rdfer.experiments.noise) can run it; choose rdfer, small_loss, agreement or elr"
         )
-    kinds = {"rdfer": ExclusionSelector, "small_loss": SmallLossSelector, "agreement": AgreementSelector}
+    kinds = {
+        "rdfer": ExclusionSelector,
+        "small_loss": SmallLossSelector,
+        "agreement": AgreementSelector,
+        "elr": ElrSelector,
+    }
     return kinds[robust.method](robust, num_samples, epochs, device)
