@@ -387,3 +387,13 @@ def test_elr_term_is_left_out_when_robust_is_disabled():
 def test_elr_config_is_validated(bad):
     with pytest.raises(ConfigError, match=bad.split("=")[0]):
         load_config(None, ["robust.method=elr", bad])
+
+
+def test_a_selector_that_has_seen_no_epoch_saves_and_loads():
+    # A checkpoint can be asked for before the first epoch ends (e.g. a run interrupted in its first epoch).
+    robust = load_config(None).robust
+    state = make_selector(robust, 5, 3, "cpu").state_dict()
+    assert state["stats"]["counts"].shape == (0, 5)
+    again = make_selector(robust, 5, 3, "cpu")
+    again.load_state_dict(state)
+    assert torch.equal(again.scores(), make_selector(robust, 5, 3, "cpu").scores())

@@ -90,10 +90,9 @@ class SampleStats:
         if self.current is not None:
             raise RuntimeError("the statistics are saved at the end of an epoch, not inside one")
         width = self.sums[0].shape[1] if self.sums else 0
-        empty = torch.zeros(0, self.num_samples, width)
         return {
-            "sums": torch.stack(self.sums).cpu() if self.sums else empty,
-            "counts": torch.stack(self.counts).cpu() if self.counts else empty[..., 0],
+            "sums": torch.stack(self.sums).cpu() if self.sums else torch.zeros(0, self.num_samples, width),
+            "counts": torch.stack(self.counts).cpu() if self.counts else torch.zeros(0, self.num_samples),
             "labels": self.labels.cpu(),
         }
 
