@@ -214,11 +214,15 @@ def _merge(cfg: Config, tree: dict, origin: str) -> None:
             setattr(section, key, _coerce(value, hints[key], f"{origin}: {name}.{key}"))
 
 
-def validate(cfg: Config) -> Config:
+def _check_choices(cfg: Config) -> None:
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"{section}.{key} must be one of {[c for c in choices if c]}, got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    _check_choices(cfg)
     m, d, o, r, run = cfg.model, cfg.data, cfg.optim, cfg.robust, cfg.run
     checks = [
         (m.synopsis_frames >= 1, f"model.synopsis_frames must be at least 1, got {m.synopsis_frames}"),
@@ -263,6 +267,22 @@ def validate(cfg: Config) -> Config:
             bool(DEVICE_NAMES.fullmatch(run.device)),
             f"run.device must be auto, cpu, cuda or cuda:N, got {run.device!r}",
         ),
+        (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
+        (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
+        (
+            d.cache != "device" or cfg.run.device != "cpu",
+            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto",
+        ),
+        *_robust_checks(r),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def _robust_checks(r: RobustConfig) -> list[tuple[bool, str]]:
+    return [
         (0 <= r.warmup <= 1, f"robust.warmup is a share of epochs in [0, 1], got {r.warmup}"),
         (0 <= r.momentum < 1, f"robust.momentum must be in [0, 1), got {r.momentum}"),
         (r.elr_lambda >= 0, f"robust.elr_lambda must be 0 or more, got {r.elr_lambda}"),
@@ -276,17 +296,7 @@ def validate(cfg: Config) -> Config:
             -1 <= r.warmup_corr <= 1,
             f"robust.warmup_corr is a rank correlation in [-1, 1], got {r.warmup_corr}",
         ),
-        (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
-        (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
-        (
-            d.cache != "device" or cfg.run.device != "cpu",
-            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto",
-        ),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return cfg
 
 
 def _read_yaml(path: Path) -> dict:
