@@ -129,7 +129,7 @@ def test_reduced_experiment_writes_every_report(reduced):
         } <= set(r)
         assert [e["epoch"] for e in r["epochs"]] == list(range(1, 11))
     md = (out / "results.md").read_text()
-    assert "Targets (issue 13)" in md and "at 0% noise, no more than 1 point below CE" in md
+    assert "Targets of the robustness claim" in md and "at 0% noise, no more than 1 point below CE" in md
     assert report["generator"]["preset"] == "noise" and report["config"]["data"]["cache"] == "auto"
 
 

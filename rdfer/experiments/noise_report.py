@@ -153,7 +153,7 @@ def markdown(report: dict, methods: dict[str, list[str]]) -> str:
     if checks:
         lines += [
             "",
-            "Targets (issue 13), `rdfer` at 40% symmetric noise unless said, last epoch:",
+            "Targets of the robustness claim, `rdfer` at 40% symmetric noise unless said, last epoch:",
             "",
             *checks,
         ]
