@@ -10,7 +10,7 @@ import torch
 
 
 def rounds(fn: Callable[[], object], inner: int) -> Callable[[], None]:
-    """One timed round: `inner` calls, then one device synchronisation, kept out of sub-millisecond timings."""
+    """One timed round: `inner` calls, then one device synchronisation (kept out of sub-ms timings)."""
 
     def run() -> None:
         for _ in range(inner):
@@ -33,8 +33,8 @@ def write_after_run(request, lines: list[str]) -> None:
 
 def kernel_summary(title: str, seconds: dict, nbytes: dict, inner: int, ms: bool) -> list[str]:
     """One line per case: each implementation's time per call and bandwidth, then the kernel's speed-up over
-    eager and compiled PyTorch. seconds[case][impl] is one timed round of `inner` calls; nbytes[case] the bytes a
-    call moves; `ms` prints milliseconds (else microseconds)."""
+    eager and compiled PyTorch. seconds[case][impl] is one timed round of `inner` calls; nbytes[case] the
+    bytes a call moves; `ms` prints milliseconds (else microseconds)."""
     scale, unit = (1e3, "ms") if ms else (1e6, "us")
     lines = [title]
     for case, by_impl in seconds.items():

@@ -1,4 +1,4 @@
-"""Throughput of the key-expression gather (docs/method.md §2): the rdfer._C op, its twin and the field's code.
+"""Throughput of the key-expression gather (docs/method.md §2): the rdfer._C op, its twin, the field's code.
 
 Ways to move the same K*L = 16 frames per video out of T = 64, timed in one run:
   copy    dst.copy_(src) of the output's size: the device's copy bandwidth, the ceiling for a gather

@@ -4,8 +4,8 @@ Writing: a temporary file in the same folder, flushed to disk, then renamed over
 while writing leaves the previous checkpoint whole and the temporary file is never read.
 
 Reading: `torch.load(weights_only=True)`, which accepts tensors and plain containers (dict, list, tuple, str,
-numbers, None) and refuses anything else, so a tampered or foreign file cannot execute code. A checkpoint holds
-only such objects (the RNG states are stored as tensors and lists for that reason).
+numbers, None) and refuses anything else, so a tampered or foreign file cannot execute code. A checkpoint
+holds only such objects (the RNG states are stored as tensors and lists for that reason).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def load(path: Path, *, for_training: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path}: refused: it holds objects other than tensors and plain containers, which could run code "
-            f"when loaded ({first}); an rdfer checkpoint never does"
+            f"{path}: refused: it holds objects other than tensors and plain containers, which could run "
+            f"code when loaded ({first}); an rdfer checkpoint never does"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(

@@ -71,8 +71,8 @@ class ModelConfig:
 
 @dataclass
 class RobustConfig:
-    """Label-noise robustness (docs/method.md §3). Package's choice, by the noise experiment's numbers: off, so
-    training is plain cross-entropy, while robust.method's statistics still judge every sample and list the
+    """Label-noise robustness (docs/method.md §3). Package's choice, by the noise experiment's numbers: off,
+    so training is plain cross-entropy, while robust.method's statistics still judge every sample and list the
     suspect labels in noisy_samples.csv (no treatment measured so far beat cross-entropy by more than a point
     at 40% noise without costing more at 0%). The paper's agreement rule is `agreement`; `elr` adds the
     early-learning regularisation term to the loss and keeps every weight 1."""
@@ -232,7 +232,8 @@ def validate(cfg: Config) -> Config:
         ),
         (
             d.num_frames > 0 and m.synopsis_frames >= 1 and d.num_frames % m.synopsis_frames == 0,
-            f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames ({m.synopsis_frames})",
+            f"data.num_frames ({d.num_frames}) must be a positive multiple of model.synopsis_frames "
+            f"({m.synopsis_frames})",
         ),
         (0 < d.crop_scale <= 1, f"data.crop_scale must be in (0, 1], got {d.crop_scale}"),
         (0 <= d.color_jitter < 1, f"data.color_jitter must be in [0, 1), got {d.color_jitter}"),
@@ -249,7 +250,8 @@ def validate(cfg: Config) -> Config:
         (m.clips >= 1 and m.clip_length >= 1, "model.clips and model.clip_length must be at least 1"),
         (
             not m.tsm or m.synopsis_frames % 4 == 0,
-            f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must divide by 4",
+            f"model.tsm shifts within groups of 4 frames: model.synopsis_frames ({m.synopsis_frames}) must "
+            "divide by 4",
         ),
         (m.stride > 0, f"model.stride must be positive, got {m.stride}"),
         (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
@@ -271,7 +273,8 @@ def validate(cfg: Config) -> Config:
         (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
         (
             d.cache != "device" or cfg.run.device != "cpu",
-            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or data.cache=auto",
+            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or "
+            "data.cache=auto",
         ),
         *_robust_checks(r),
     ]

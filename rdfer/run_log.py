@@ -34,8 +34,8 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> Path:
     previous = [name for name in RUN_FILES if (out / name).exists()]
     if previous and not resume and not overwrite:
         raise ConfigError(
-            f"run.out {out} holds another run ({', '.join(previous)}): continue it with --resume, choose another "
-            "--out, or pass --overwrite to replace it"
+            f"run.out {out} holds another run ({', '.join(previous)}): continue it with --resume, choose "
+            "another --out, or pass --overwrite to replace it"
         )
     return out
 

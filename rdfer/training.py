@@ -1,11 +1,11 @@
 """The training loop of `python -m rdfer.train`, in the order it runs:
 
-    run = setup(cfg, ...)              data, model, optimiser and selector (rdfer.robust), on this rank's device
+    run = setup(cfg, ...)              data, model, optimiser, selector (rdfer.robust), on this rank's device
     restore(run, checkpoint)           when resuming: weights, optimiser, schedule, selector, RNG, history
     for each remaining epoch:
-        row = train_epoch(run)         steps: forward -> selector.assess (pure) -> weighted loss -> backward ->
-                                       update -> selector.commit (where the step was finite); then the
-                                       selector's end-of-epoch decisions
+        row = train_epoch(run)         steps: forward -> selector.assess (pure) -> weighted loss ->
+                                       backward -> update -> selector.commit (where the step was
+                                       finite); then the selector's end-of-epoch decisions
         row |= test_epoch(run)         every run.eval_every epochs and at the last one
         end_epoch(run, row)            log (rank 0), last.pt, best.pt
     finish(run)                        noisy_samples.csv and summary.json
@@ -306,9 +306,9 @@ class _Totals:
         bad = int(self.bad_run)
         if bad >= max_bad_steps:
             raise TrainingError(
-                f"{bad} steps in a row had a non-finite loss or gradient (epoch {run.epoch + 1}, step {run.step});"
-                f" stopping. Lower optim.lr, set optim.grad_clip, or check the data. The last complete "
-                f"checkpoint is {run.out / 'last.pt'}"
+                f"{bad} steps in a row had a non-finite loss or gradient (epoch {run.epoch + 1}, step "
+                f"{run.step}); stopping. Lower optim.lr, set optim.grad_clip, or check the data. The last "
+                f"complete checkpoint is {run.out / 'last.pt'}"
             )
 
 
@@ -433,7 +433,7 @@ def check_finite(run: Run) -> None:
     if torch.stack([t.float().abs().sum() for t in tensors]).isfinite().all():
         return
     raise TrainingError(
-        f"the weights are no longer finite after epoch {run.epoch + 1} (optim.lr {run.cfg.optim.lr:g} too high? "
-        f"optim.grad_clip may help); nothing of this epoch was saved, the last complete checkpoint is "
+        f"the weights are no longer finite after epoch {run.epoch + 1} (optim.lr {run.cfg.optim.lr:g} too "
+        "high? optim.grad_clip may help); nothing of this epoch was saved, the last complete checkpoint is "
         f"{run.out / 'last.pt'}"
     )

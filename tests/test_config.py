@@ -14,7 +14,7 @@ def test_defaults_are_the_papers():
     )
     assert (c.optim.lr, c.optim.weight_decay, c.optim.epochs, c.optim.min_lr) == (5e-4, 0.05, 100, 5e-6)
     assert (c.robust.a_min, c.robust.s_max, c.robust.momentum) == (0.75, 0.2, 0.9)  # the agreement rule's
-    # Package's choices, by the noise experiment: robust off (plain CE, suspects listed), excluded samples at 0.
+    # Package's choices, by the noise experiment: robust off (plain CE, suspects listed), exclusion weight 0.
     assert (c.robust.enabled, c.robust.method, c.robust.noisy_weight) == (False, "rdfer", 0.0)
     assert c.run.seed == 42 and c.optim.label_smoothing == 0.1
 

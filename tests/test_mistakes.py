@@ -1,6 +1,6 @@
-"""rdfer under ordinary mistakes and bad input: each case ends in one line on stderr that names the file or key,
-with its documented exit code (2: usage or config, 1: data or runtime), no traceback, nothing already on disk
-lost, and nothing executed from a file.
+"""rdfer under ordinary mistakes and bad input: each case ends in one line on stderr that names the file or
+key, with its documented exit code (2: usage or config, 1: data or runtime), no traceback, nothing already on
+disk lost, and nothing executed from a file.
 
 Every case runs a command line in this process (the `main` of rdfer.train / evaluate / predict / data), on
 SynthDFER `tiny` and a tiny checkpoint trained once for this module."""

@@ -1,5 +1,5 @@
-"""python -m rdfer.experiments.noise: judging against hand-made selector states, and a reduced run end to end on a
-small SynthDFER `noise` dataset where the network learns."""
+"""python -m rdfer.experiments.noise: judging against hand-made selector states, and a reduced run end to end
+on a small SynthDFER `noise` dataset where the network learns."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_judge_on_a_hand_made_selector():
     truth = np.array([0, 1, 2, 2, 0, 1])
     reasons = np.array(["", "intensity", "", "distractor", "", "short_apex"])
     r = judge.judge(sel, truth, reasons, [{"test_war": 0.5, "test_uar": 0.4, "warm": True}])
-    # The score puts both noisy samples above the 4 clean ones; the loss puts 3.0 above all, 1.0 above 0.1, 0.5.
+    # The score puts both noisy samples above the 4 clean ones; the loss: 3.0 above all, 1.0 above 0.1, 0.5.
     assert r["auroc"] == 1.0 and r["auroc_noisy_vs_hard"] == 1.0
     assert r["loss_auroc"] == pytest.approx(6 / 8) and r["loss_auroc_noisy_vs_hard"] == pytest.approx(2 / 4)
     assert (r["flagged_noisy"], r["precision"], r["recall"], r["hard_flagged_noisy"]) == (2, 0.5, 0.5, 0.5)
@@ -86,7 +86,7 @@ RUN = ["optim.epochs=10", "data.workers=0"]  # measured: CE 40% WAR at 0% noise;
 
 
 def test_noisy_synthdfer_is_refused(tmp_path):
-    # The experiment flips labels itself; a root whose training labels are already noisy would be judged wrong.
+    # The experiment flips labels itself; a root with noisy training labels would be judged wrong.
     root = generate("tiny", tmp_path / "noisy", seed=0, noise=0.3, progress=False)
     assert noise.main(["--out", str(tmp_path / "out"), "--no-progress", f"data.root={root}"]) == 2
 

@@ -1,4 +1,4 @@
-"""Key-expression re-sampling (docs/method.md §2): the twins worked by hand, and the C++/CUDA op held to the twins.
+"""Key-expression re-sampling (docs/method.md §2): the twins worked by hand, the C++/CUDA op held to them.
 
 The op must give bit-identical positions, indices and gathers (torch.equal, no tolerance); only gradients
 summed over duplicate indices may differ by summation order.

@@ -280,7 +280,8 @@ def test_elr_term_in_the_loss_by_hand():
     term = (math.log(1 - (0.75 * 0.6 + 0.25 * 0.4)) + math.log(1 - 0.5)) / 2
     assert float(parts["elr"]) == pytest.approx(term, rel=1e-6)
     assert float(total.detach() - plain) == pytest.approx(3.0 * term, rel=1e-6)
-    total.backward()  # only the ELR term reaches out["logits"]: d/dz_k log(1 - <p, t>) = -p_k (t_k - <p, t>) / (1 - <p, t>)
+    # Only the ELR term reaches out["logits"]: d/dz_k log(1 - <p, t>) = -p_k (t_k - <p, t>) / (1 - <p, t>).
+    total.backward()
     grad = [
         [-p * (tk - 0.55) / 0.45 for p, tk in ((0.75, 0.6), (0.25, 0.4))],
         [-0.5 * (1 - 0.5) / 0.5, 0.5 * 0.5 / 0.5],

@@ -24,7 +24,7 @@ def without_timing(history):
 def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
     summary = train(tiny_config(tmp_path), progress=False)
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
-    # robust.warmup=0.34 of 3 epochs: the warm-up ends after epoch 1 (`warm` says it has ended by the row's end).
+    # robust.warmup=0.34 of 3 epochs: the warm-up ends after epoch 1 (`warm`: ended by the row's end).
     assert [h["warm"] for h in summary["history"]] == [True, True, True]
     for row in summary["history"]:
         assert 0 <= row["test_war"] <= 1 and 0 <= row["test_uar"] <= 1

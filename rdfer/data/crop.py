@@ -1,9 +1,9 @@
 """python -m rdfer.data crop --input VIDEO_OR_DIR... --out DIR: raw videos -> DFEW's frame-folder layout.
 
 Each video becomes OUT/<video name without suffix>/00001.jpg, 00002.jpg, ... (DFEW's `clip_224x224` layout:
-one square face crop per frame, 224x224 by default), using the face preprocessing of rdfer.data.faces. The report
-(JSON on stdout, and OUT/crop_report.json) lists, per video, the frames where no face was found (they are
-cropped at the box interpolated from their neighbours) and every video that failed, with the reason; the
+one square face crop per frame, 224x224 by default), using the face preprocessing of rdfer.data.faces. The
+report (JSON on stdout, and OUT/crop_report.json) lists, per video, the frames where no face was found (they
+are cropped at the box interpolated from their neighbours) and every video that failed, with the reason; the
 exit status is 1 when any video failed.
 """
 

@@ -163,9 +163,10 @@ def read_frame_files(files: list[Path], indices: np.ndarray, size: int) -> np.nd
 
 
 def decode_video(path: Path, wanted: np.ndarray) -> Iterator[tuple[int, object]]:
-    """(k, frame) for each k in order, where frame (an av.VideoFrame) is the video's frame number wanted[k] (wanted: distinct
-    frame numbers, ascending). Decodes sequentially, without seeking: clips are short and seeking is inexact
-    for many codecs. Every failure, and a video that ends early, is a DataError naming the file."""
+    """(k, frame) for each k in order, where frame (an av.VideoFrame) is the video's frame number wanted[k]
+    (wanted: distinct frame numbers, ascending). Decodes sequentially, without seeking: clips are short and
+    seeking is inexact for many codecs. Every failure, and a video that ends early, is a DataError naming
+    the file."""
     container, stream = open_video(path)
     k = decoded = 0
     try:

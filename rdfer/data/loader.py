@@ -4,9 +4,9 @@ A clip is T frames at uniform indices over its length, each resized to size x si
 package (this one, rdfer.data.dali, rdfer.data.cached_loader) yields the same batches:
     {'frames': uint8 [B, T, 3, H, W] resized only, never augmented, 'label': int64 [B],
      'sample_id': int64 [B], 'skipped': list[str], and when training 'augment': float32 [B, 8]}
-Row b of 'augment' is clip b's augmentation (augment.PARAM_COLUMNS, from clip_augment_params); the consumer applies
-it to the frames (rdfer.ops.augment.apply_augment defines what it does), so no loader spends time on pixels
-that a GPU transforms faster, and a decoded frame can be cached once for every epoch.
+Row b of 'augment' is clip b's augmentation (augment.PARAM_COLUMNS, from clip_augment_params); the consumer
+applies it to the frames (rdfer.ops.augment.apply_augment defines what it does), so no loader spends time on
+pixels that a GPU transforms faster, and a decoded frame can be cached once for every epoch.
 
 Epochs: the training order and the augmentation depend only on (seed, epoch, sample_id); call
 `set_loader_epoch(loader, epoch)` before iterating an epoch. Worker processes are started anew by each

@@ -175,7 +175,7 @@ def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> 
         missing = [r.path for r in split.records if not Path(r.path).exists()]
         if missing and (not skip_bad or len(missing) == len(split)):
             raise DataError(
-                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: check "
-                "--root"
+                f"{len(missing)} of the {len(split)} {split.name} clips are missing, e.g. {missing[0]}: "
+                "check --root"
                 + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
             )

@@ -80,9 +80,9 @@ def read_word_split(
     path: Path, shape: str, classes: tuple[str, ...], dataset: str
 ) -> list[tuple[int, str, int]]:
     """(line number, clip key, label index) per line "<key> <class word>" of a whitespace-separated split file
-    (FERV39K, MAFW); class words match `classes` case-insensitively. Blank lines are skipped; a line of another
-    shape, an unknown class word or a clip listed twice is a DataError naming the line. `shape` describes a
-    line for the message."""
+    (FERV39K, MAFW); class words match `classes` case-insensitively. Blank lines are skipped; a line of
+    another shape, an unknown class word or a clip listed twice is a DataError naming the line. `shape`
+    describes a line for the message."""
     index = {word.lower(): i for i, word in enumerate(classes)}
     rows: list[tuple[int, str, int]] = []
     first_line: dict[str, int] = {}

@@ -93,7 +93,7 @@ _FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
 
 
 def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
-    """The base config of every run: `quick` <- the preset <- the user's overrides <- clean SynthDFER `noise`."""
+    """Every run's base config: `quick` <- the preset <- the user's overrides <- clean SynthDFER `noise`."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     return load_config("quick", [*PRESETS[preset].overrides, *overrides, *_FIXED])
@@ -125,7 +125,7 @@ def run_one(
     info: dict,
     progress: bool,
 ) -> dict:
-    """Train one (setting, method) and judge its selector; reuse a finished run with the same config and labels."""
+    """Train one (setting, method) and judge its selector; reuse a finished one (same config, labels)."""
     from rdfer.training import train
 
     out = Path(cfg.run.out)

@@ -78,18 +78,19 @@ def _reasons(by_reason: dict) -> str:
 
 def run_table(runs: list[dict]) -> list[str]:
     lines = [
-        "| noise | method | last WAR | last UAR | best WAR (epoch) | AUROC noisy/clean | AUROC noisy/hard | loss AUROC "
-        "noisy/clean | loss AUROC noisy/hard | flagged noisy | precision | recall | hard flagged noisy "
-        "(intensity / short_apex / distractor) |",
+        "| noise | method | last WAR | last UAR | best WAR (epoch) | AUROC noisy/clean | AUROC noisy/hard "
+        "| loss AUROC noisy/clean | loss AUROC noisy/hard | flagged noisy | precision | recall | hard "
+        "flagged noisy (intensity / short_apex / distractor) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         b = r["test_best_war_epoch"]
         lines.append(
-            f"| {r['setting']} | {r['method']} | {_pct(r['test_last']['war'])} | {_pct(r['test_last']['uar'])} | "
-            f"{_pct(b['war'])} ({b['epoch']}) | {_num(r['auroc'])} | {_num(r['auroc_noisy_vs_hard'])} | "
-            f"{_num(r['loss_auroc'])} | {_num(r['loss_auroc_noisy_vs_hard'])} | {r['flagged_noisy']} | "
-            f"{_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['hard_flagged_noisy'])} "
+            f"| {r['setting']} | {r['method']} | {_pct(r['test_last']['war'])} | "
+            f"{_pct(r['test_last']['uar'])} | {_pct(b['war'])} ({b['epoch']}) | {_num(r['auroc'])} | "
+            f"{_num(r['auroc_noisy_vs_hard'])} | {_num(r['loss_auroc'])} | "
+            f"{_num(r['loss_auroc_noisy_vs_hard'])} | {r['flagged_noisy']} | {_pct(r['precision'])} | "
+            f"{_pct(r['recall'])} | {_pct(r['hard_flagged_noisy'])} "
             f"({_reasons(r['hard_flagged_noisy_by_reason'])}) |"
         )
     return lines
@@ -106,8 +107,9 @@ def epoch_table(run: dict) -> list[str]:
     for e in run["epochs"]:
         lines.append(
             f"| {e['epoch']} | {'yes' if e['warm'] else 'no'} | {_pct(e['test_war'])} | {_num(e['auroc'])} | "
-            f"{_num(e['auroc_noisy_vs_hard'])} | {_num(e['loss_auroc'])} | {_num(e['loss_auroc_noisy_vs_hard'])} | "
-            f"{e['flagged_noisy']} | {_pct(e['precision'])} | {_pct(e['recall'])} | {_pct(e['hard_flagged_noisy'])} "
+            f"{_num(e['auroc_noisy_vs_hard'])} | {_num(e['loss_auroc'])} | "
+            f"{_num(e['loss_auroc_noisy_vs_hard'])} | {e['flagged_noisy']} | {_pct(e['precision'])} | "
+            f"{_pct(e['recall'])} | {_pct(e['hard_flagged_noisy'])} "
             f"({_reasons(e['hard_flagged_noisy_by_reason'])}) |"
         )
     return [*lines, ""]
@@ -124,11 +126,11 @@ def markdown(report: dict, methods: dict[str, list[str]]) -> str:
         f"Device: {report['device']}; {report['date']}; training {minutes:.1f} min (the runs' own times), "
         f"{report['seconds'] / 60:.1f} min for this invocation (reused runs included).  ",
         f"Data: SynthDFER `{g['preset']}`, generator seed {g['seed']}, fixed before any run: "
-        f"{report['train_clips']} train / {report['test_clips']} clean test clips, {report['true_hard']} train "
-        f"clips hard by construction. Label noise drawn with seed {report['noise_seed']}. WAR/UAR on the clean "
-        "test split, in %; 'last' is the last epoch (no test-set selection), 'best' the field's best-WAR epoch. "
-        "AUROCs: the method's noise score and the plain per-sample loss (mean over all epochs), truly noisy "
-        "against clean (easy and hard) and against hard clips with their right label.",
+        f"{report['train_clips']} train / {report['test_clips']} clean test clips, {report['true_hard']} "
+        f"train clips hard by construction. Label noise drawn with seed {report['noise_seed']}. WAR/UAR on "
+        "the clean test split, in %; 'last' is the last epoch (no test-set selection), 'best' the field's "
+        "best-WAR epoch. AUROCs: the method's noise score and the plain per-sample loss (mean over all "
+        "epochs), truly noisy against clean (easy and hard) and against hard clips with their right label.",
         "",
         "Generator: "
         + ", ".join(f"{k}={v}" for k, v in g.items() if k not in ("preset", "seed", "name"))

@@ -1,5 +1,5 @@
-"""Frame encoders (docs/method.md §2): ResNet-18/50 in torchvision's state-dict layout, a small CNN for CPU presets,
-and the temporal shift (TSM) inside groups of consecutive frames.
+"""Frame encoders (docs/method.md §2): ResNet-18/50 in torchvision's state-dict layout, a small CNN for CPU
+presets, and the temporal shift (TSM) inside groups of consecutive frames.
 
 The ResNets are written here (not imported from torchvision, which has no CPU wheel to pin) with torchvision's
 module names, so ImageNet or face-recognition weights in that layout load with strict key checking.

@@ -114,7 +114,7 @@ class RDFER(nn.Module):
         self, frames: Tensor, augment: Tensor | None = None, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """frames uint8 [B, T, 3, H, W]; augment: float32 [B, 8], each clip's training augmentation
-        (rdfer.ops.augment.params_to_tensor), applied to the frames the two streams gather and nothing else."""
+        (rdfer.ops.augment.params_to_tensor), applied only to the frames the two streams gather."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
         b, t = frames.shape[:2]

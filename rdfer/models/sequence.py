@@ -1,5 +1,6 @@
-"""The sequence head of each stream (docs/method.md §2): BiLSTM -> temporal attention gate -> instance classifier,
-and Conv1d pooling of the instances into the bag (video) feature, classified by the same classifier."""
+"""The sequence head of each stream (docs/method.md §2): BiLSTM -> temporal attention gate -> instance
+classifier, and Conv1d pooling of the instances into the bag (video) feature, which the same classifier
+classifies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `rdfer` method (docs/method.md §3): a ramped, re-decided exclusion of the samples whose labels look wrong.
+"""The `rdfer` method (docs/method.md §3): a ramped, re-decided exclusion of the samples with suspect labels.
 
 Each epoch, from SampleStats:
 1. Warm-up, ended by a measured signal: the per-sample losses of the last two epochs rank the samples alike
@@ -9,7 +9,7 @@ Each epoch, from SampleStats:
 3. Suspects: that share of the samples, highest mean loss over the window (robust.window trailing epochs,
    0 = since the first), re-decided every epoch, so a sample excluded by mistake comes back.
 4. With robust.keep_hard, a suspect counts as noisy only when the detail clips favour another class over the
-   label (window mean) and the label's logit margin is negative; the other suspects are hard and keep weight 1.
+   label (window mean) and the label's logit margin is negative; the other suspects are hard (weight 1).
 Noisy samples train with robust.noisy_weight; the noise score is the ranking statistic.
 """
 

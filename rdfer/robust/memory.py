@@ -1,6 +1,6 @@
-"""The paper's agreement rule as a selector (`robust.method=agreement`, docs/method.md §3): per training sample,
-EMAs of the detail clips' agreement A and label support S; after a warm-up of a fixed share of the epochs,
-easy / hard / noisy from them, and the weights easy 1, hard 1 + (1 - A), noisy robust.noisy_weight (or
+"""The paper's agreement rule as a selector (`robust.method=agreement`, docs/method.md §3): per training
+sample, EMAs of the detail clips' agreement A and label support S; after a warm-up of a fixed share of the
+epochs, easy / hard / noisy from them, and the weights easy 1, hard 1 + (1 - A), noisy robust.noisy_weight (or
 relabelling). It keeps the shared SampleStats too, so its runs are judged like the others.
 
 Rows (what commit stores): [EMA A, EMA S, majority class, category], then SampleStats' row and the label."""
@@ -64,9 +64,9 @@ class AgreementSelector(StatsSelector):
             noisy = self.shares()["noisy"]
             if noisy > 0.5:
                 notes.messages.append(
-                    f"warning: the warm-up ends with {100 * noisy:.0f}% of the samples looking noisy: a model "
-                    "that predicts one class for every clip agrees with itself. Agreement weights from such a "
-                    "model will down-weight most of the data; consider a longer robust.warmup."
+                    f"warning: the warm-up ends with {100 * noisy:.0f}% of the samples looking noisy: a "
+                    "model that predicts one class for every clip agrees with itself. Agreement weights "
+                    "from such a model will down-weight most of the data; consider a longer robust.warmup."
                 )
         notes.fields["warm"] = self.warm
         return notes

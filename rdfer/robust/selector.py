@@ -3,7 +3,7 @@
 A selector keeps per-training-sample statistics and turns them into loss weights and targets. The loop calls,
 in this order:
 
-    assessed = selector.assess(out, labels, ids)   every step: the batch's weights, targets and categories, and
+    assessed = selector.assess(out, labels, ids)   every step: the batch's weights, targets, categories and
                                                    the rows it would store; nothing is written (pure)
     selector.commit(ids, rows, ok)                 after the update, with ok a device bool: the rows are
                                                    stored only where ok (a non-finite step leaves no trace);

@@ -99,7 +99,7 @@ PRESETS: dict[str, SynthConfig] = {
     # The default first run: 1,120 clips, about 31,000 frames at 64x64.
     "quick": SynthConfig(name="quick"),
     # The label-noise experiment (rdfer.experiments.noise): `quick`'s generator with twice its training clips,
-    # 1,680 train / 420 test, drawn at the 32x32 the experiment trains at. Fixed before any method was compared.
+    # 1,680 train / 420 test, drawn at the 32x32 the experiment trains at. Fixed before any comparison.
     "noise": SynthConfig(name="noise", train_per_class=(240,) * 7, test_per_class=(60,) * 7, image_size=32),
     # Throughput work: DFEW fold 1's 9,356 train + 2,341 test clips per class, at DFEW's clip lengths.
     "dfew-shaped": SynthConfig(
