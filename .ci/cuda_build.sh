@@ -41,7 +41,7 @@ echo "cuda_build: rdfer built in $((SECONDS - build_start)) s"
 "$py" .ci/check_extension.py CPU CUDA --cubins
 if [ -f .ci/compile_kernels.py ]; then
     # RDFER's own shapes, every dtype, for sm_80/90/100 (60 kernels, ~20 s). Every configuration the
-    # dispatch can choose (`python .ci/compile_kernels.py`, 470 kernels) takes over half an hour from a cold
+    # dispatch can choose (`python .ci/compile_kernels.py`, 470 kernels) takes 26 min from a cold
     # cache on 2 cores, past CI's budget. A fresh Triton cache: an earlier run's kernels must not count.
     TRITON_CACHE_DIR="$work/triton-cache" "$py" .ci/compile_kernels.py --rdfer-shapes
 else
