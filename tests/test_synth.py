@@ -27,6 +27,10 @@ TINY = PRESETS["tiny"]
 N_TRAIN, N_TEST = sum(TINY.train_per_class), sum(TINY.test_per_class)
 
 
+# DFEW fold 1: training clips per class (happy, sad, neutral, angry, surprise, disgust, fear).
+DFEW_FOLD1_TRAIN_PER_CLASS = [1956, 1515, 2135, 1738, 1175, 116, 721]
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -366,15 +370,7 @@ def test_dfew_shaped_preset_takes_counts_and_classes_from_the_real_files(dataset
     train = [s for s in specs if s.split == "train"]
     test = [s for s in specs if s.split == "test"]
     assert (len(train), len(test)) == (9356, 2341)
-    assert [sum(s.true_class == c for s in train) for c in range(7)] == [
-        1956,
-        1515,
-        2135,
-        1738,
-        1175,
-        116,
-        721,
-    ]
+    assert [sum(s.true_class == c for s in train) for c in range(7)] == DFEW_FOLD1_TRAIN_PER_CLASS
     frames = [s.num_frames for s in specs]
     assert min(frames) == 16 and max(frames) == 847 and int(np.median(frames)) == 70
     with open(counts_file) as f:
@@ -394,13 +390,5 @@ def test_dfew_shaped_without_the_files_has_dfews_sizes():
     specs = clip_specs(PRESETS["dfew-shaped"])  # no file outside the package is needed
     train = [s for s in specs if s.split == "train"]
     assert len(train) == 9356 and len(specs) - len(train) == 2341
-    assert [sum(s.true_class == c for s in train) for c in range(7)] == [
-        1956,
-        1515,
-        2135,
-        1738,
-        1175,
-        116,
-        721,
-    ]
+    assert [sum(s.true_class == c for s in train) for c in range(7)] == DFEW_FOLD1_TRAIN_PER_CLASS
     assert PRESETS["dfew-shaped"].frames == (42, 124) and PRESETS["dfew-shaped"].image_size == 112

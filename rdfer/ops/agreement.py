@@ -149,31 +149,8 @@ def kernel_problem(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memo
     return None
 
 
-def _why_not_kernel(inputs: tuple[Tensor, ...]) -> str | None:
-    device = inputs[0].device
-    if not dispatch.triton_usable(device):
-        return f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
-    problem = kernel_problem(*inputs)
-    if problem is None:
-        from rdfer.kernels.agreement import pipelining
-
-        problem = pipelining(*inputs)[1] or None
-    return problem
-
-
-def _use_kernel(inputs: tuple[Tensor, ...]) -> bool:
-    wanted = dispatch.mode()
-    if wanted == "reference":
-        return False
-    problem = _why_not_kernel(inputs)
-    if problem is None:
-        return True
-    if wanted == "fast":
-        raise RuntimeError(
-            f"RDFER_KERNELS=fast but the agreement kernel cannot run here ({inputs[0].device}, logits "
-            f"{tuple(inputs[0].shape)}): {problem}. Unset RDFER_KERNELS to use the PyTorch twin."
-        )
-    return False
+def _context(clip_logits: Tensor) -> str:
+    return f"{clip_logits.device}, logits {tuple(clip_logits.shape)}"
 
 
 @torch.no_grad()
@@ -188,7 +165,8 @@ def agreement(
     """The batch's agreement statistics and would-be memory rows; `memory` is read, never written. One Triton
     launch where it can run (CUDA, or CPU under TRITON_INTERPRET=1; RDFER_KERNELS=reference forces the twin),
     else the twin."""
-    if _use_kernel((clip_logits, labels, sample_ids, memory)):
+    inputs = (clip_logits, labels, sample_ids, memory)
+    if dispatch.use_triton("agreement", inputs, kernel_problem, lambda: _context(clip_logits)):
         from rdfer.kernels.agreement import agreement_kernel
 
         return AgreementStats(*agreement_kernel(clip_logits, labels, sample_ids, memory, params, warm))

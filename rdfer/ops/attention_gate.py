@@ -72,32 +72,8 @@ def kernel_problem(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, b
     return None
 
 
-def _why_not_kernel(tensors: tuple[Tensor, ...]) -> str | None:
-    device = tensors[0].device
-    if not dispatch.triton_usable(device):
-        return f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
-    problem = kernel_problem(*tensors)
-    if problem is None:
-        from rdfer.kernels.attention_gate import pipelining
-
-        problem = pipelining(*tensors)[1] or None
-    return problem
-
-
-def _use_kernel(tensors: tuple[Tensor, ...]) -> bool:
-    wanted = dispatch.mode()
-    if wanted == "reference":
-        return False
-    problem = _why_not_kernel(tensors)
-    if problem is None:
-        return True
-    if wanted == "fast":
-        shape = tuple(tensors[0].shape)
-        raise RuntimeError(
-            f"RDFER_KERNELS=fast but the attention gate kernel cannot run here ({tensors[0].device}, "
-            f"{tensors[0].dtype}, q {shape}): {problem}. Unset RDFER_KERNELS to use the PyTorch twin."
-        )
-    return False
+def _context(q: Tensor) -> str:
+    return f"{q.device}, {q.dtype}, q {tuple(q.shape)}"
 
 
 def attention_gate(
@@ -105,7 +81,8 @@ def attention_gate(
 ) -> Tensor:
     """One stream's gate: the Triton kernel where it can run (CUDA, or CPU under TRITON_INTERPRET=1, with
     shapes, dtypes and shared memory it fits; RDFER_KERNELS=reference forces the twin), else the twin."""
-    if _use_kernel((q, k, v, x, weight, bias)):
+    inputs = (q, k, v, x, weight, bias)
+    if dispatch.use_triton("attention_gate", inputs, kernel_problem, lambda: _context(q)):
         from rdfer.kernels.attention_gate import AttentionGateFunction
 
         return AttentionGateFunction.apply(q, k, v, x, weight, bias, eps)

@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -126,3 +127,30 @@ def triton_usable(device) -> bool:
     if not on_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
         return False  # decided without importing triton
     return triton_available()
+
+
+def use_triton(
+    kernel: str, tensors: tuple, kernel_problem: Callable[..., str | None], context: Callable[[], str]
+) -> bool:
+    """Whether the Triton kernel `rdfer.kernels.<kernel>` takes these inputs: never under
+    RDFER_KERNELS=reference; otherwise where Triton can run on their device, kernel_problem(*tensors) finds
+    nothing and the kernel module's pipelining(*tensors) fits the device's shared memory. Under
+    RDFER_KERNELS=fast a refusal is an error naming the kernel, context() (its inputs) and the reason."""
+    wanted = mode()
+    if wanted == "reference":
+        return False
+    device = tensors[0].device
+    if not triton_usable(device):
+        problem = f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
+    else:
+        problem = kernel_problem(*tensors)
+        if problem is None:
+            problem = importlib.import_module(f"rdfer.kernels.{kernel}").pipelining(*tensors)[1] or None
+    if problem is None:
+        return True
+    if wanted == "fast":
+        raise RuntimeError(
+            f"RDFER_KERNELS=fast but the {kernel.replace('_', ' ')} kernel cannot run here ({context()}): "
+            f"{problem}. Unset RDFER_KERNELS to use the PyTorch twin."
+        )
+    return False
