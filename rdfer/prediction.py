@@ -30,8 +30,7 @@ from rdfer.data.frames import IMAGE_SUFFIXES, read_clip, videos_in
 from rdfer.data.sampling import uniform_indices
 from rdfer.errors import ConfigError, DataError
 from rdfer.models import RDFER
-from rdfer.ops.agreement import agreement_reference
-from rdfer.robust.memory import agreement_params
+from rdfer.ops.agreement import AgreementParams, agreement_reference
 from rdfer.runtime import pick_device
 
 
@@ -129,7 +128,7 @@ def _read_out(model, out: dict, info, indices: np.ndarray) -> dict:
         zero,
         zero,
         torch.full((1, 2), float("nan")),
-        agreement_params(model.config.robust),
+        AgreementParams(),
         warm=False,
     )
     return {

@@ -348,8 +348,16 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
     with runtime.autocast(device, cfg.run):
         result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
     assessed = run.selector.assess(result, labels, ids)
-    elr = assessed.elr_target, assessed.elr_lambda  # the ELR term's, with robust.method=elr
-    loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames, *elr)
+    loss, _ = rdfer_loss(
+        result,
+        assessed.target,
+        assessed.weight,
+        cfg.optim,
+        cfg.data.num_frames,
+        assessed.elr_target,
+        assessed.elr_lambda,
+        assessed.stream_weight,
+    )
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     ok = _finite_update(run, loss)

@@ -204,9 +204,8 @@ SMALL_RUN = [
 ]
 
 
-# The training tests follow the agreement rule: its memory (EMAs, majority, category) and fixed-share warm-up
-# are the selector state with the most to check; the default (robust off) is tested in test_robust.py.
-AGREEMENT = ["robust.enabled=true", "robust.method=agreement"]
+# The training tests run the default robust method (robust.enabled=true, the `rdfer` split with the ELR term)
+# with a warm-up short enough that its weights apply within the few epochs they train.
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +226,6 @@ def tiny_config(tiny_root):
                 "model.lstm_hidden=8",
                 "optim.epochs=3",
                 "optim.lr=2e-3",
-                *AGREEMENT,
                 "robust.warmup=0.34",
                 f"run.out={out}",
                 *extra,
@@ -283,7 +281,7 @@ def colour_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def colour_config(colour_root):
     """A factory: a Config whose 5 epochs on the colour dataset give a model that predicts several classes
-    (some clips right, some wrong), writing to `out`. The agreement weights apply in the last two epochs."""
+    (some clips right, some wrong), writing to `out`. The robust weights apply in the last two epochs."""
     from rdfer.config import load_config
 
     def make(out, *extra):
@@ -297,9 +295,7 @@ def colour_config(colour_root):
                 "model.lstm_hidden=16",
                 "optim.epochs=5",
                 "optim.lr=1e-2",
-                *AGREEMENT,
                 "robust.warmup=0.67",
-                "robust.noisy_weight=0.1",  # the agreement rule's weight
                 f"run.out={out}",
                 *extra,
             ],

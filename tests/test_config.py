@@ -13,9 +13,9 @@ def test_defaults_are_the_papers():
         4,
     )
     assert (c.optim.lr, c.optim.weight_decay, c.optim.epochs, c.optim.min_lr) == (5e-4, 0.05, 100, 5e-6)
-    assert (c.robust.a_min, c.robust.s_max, c.robust.momentum) == (0.75, 0.2, 0.9)  # the agreement rule's
-    # Package's choices, by the noise experiment: robust off (plain CE, suspects listed), exclusion weight 0.
-    assert (c.robust.enabled, c.robust.method, c.robust.noisy_weight) == (False, "rdfer", 0.0)
+    # Package's choices, by the noise experiment: the rdfer method on (split + ELR), suspects left out.
+    assert (c.robust.enabled, c.robust.method, c.robust.noisy_weight) == (True, "rdfer", 0.0)
+    assert (c.robust.elr_lambda, c.robust.elr_beta, c.robust.warmup) == (3.0, 0.7, 0.2)
     assert c.run.seed == 42 and c.optim.label_smoothing == 0.1
 
 
@@ -27,13 +27,13 @@ def test_packaged_configs_load(name):
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 1e-3\nmodel:\n  encoder: small\n")
-    c = load_config(path, ["optim.epochs=3", "data.workers=null", "robust.relabel=true"])
-    assert (c.optim.lr, c.model.encoder, c.optim.epochs, c.data.workers, c.robust.relabel) == (
+    c = load_config(path, ["optim.epochs=3", "data.workers=null", "robust.enabled=false"])
+    assert (c.optim.lr, c.model.encoder, c.optim.epochs, c.data.workers, c.robust.enabled) == (
         1e-3,
         "small",
         3,
         None,
-        True,
+        False,
     )
 
 
@@ -44,7 +44,7 @@ def test_yaml_file_and_overrides(tmp_path):
         ("optimizer.lr=1", "unknown section 'optimizer'"),
         ("optim.lr=fast", "optim.lr: expected float"),
         ("optim.epochs=2.5", "optim.epochs: expected int"),
-        ("robust.relabel=maybe", "robust.relabel: expected bool"),
+        ("robust.enabled=maybe", "robust.enabled: expected bool"),
         ("model.encoder=vgg", "model.encoder must be one of"),
         ("data.num_frames=30", "multiple of model.synopsis_frames"),
         ("model.heads=7", "must divide by model.heads"),

@@ -10,11 +10,12 @@ import torch
 pytest.importorskip("triton")
 
 from rdfer.config import load_config
+from rdfer.experiments.baselines.agreement import AgreementSelector
 from rdfer.kernels import agreement as agreement_kernels
 from rdfer.kernels import attention_gate as gate_kernels
 from rdfer.models import RDFER
+from rdfer.ops.agreement import AgreementParams
 from rdfer.robust.loss import rdfer_loss
-from rdfer.robust.memory import AgreementSelector
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STEPS, BATCH, FRAMES, CLASSES = 4, 4, 16, 7
@@ -56,10 +57,9 @@ def train(kernels: bool, monkeypatch, count_launches) -> tuple[list[float], dict
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (2 * BATCH, FRAMES, 3, 24, 24), dtype=torch.uint8, generator=g).to(DEVICE)
     labels = torch.randint(0, CLASSES, (2 * BATCH,), generator=g).to(DEVICE)
-    robust = load_config(
-        None, ["robust.relabel=true", "robust.relabel_margin=0.3", "robust.warmup=0.25"]
-    ).robust
-    selector = AgreementSelector(robust, 2 * BATCH, epochs=STEPS, device=DEVICE)
+    robust = load_config(None, ["robust.warmup=0.25"]).robust
+    params = AgreementParams(relabel=True, relabel_margin=0.3)
+    selector = AgreementSelector(robust, 2 * BATCH, epochs=STEPS, device=DEVICE, params=params)
     losses = []
     for step in range(STEPS):
         ids = torch.arange(BATCH, device=DEVICE) + BATCH * (step % 2)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,16 +7,16 @@ import torch.nn.functional as F
 
 from rdfer.config import OptimConfig, load_config
 from rdfer.errors import ConfigError
+from rdfer.experiments.baselines.agreement import AgreementSelector
+from rdfer.experiments.baselines.confident import confident_off_diagonal
+from rdfer.experiments.baselines.coteaching import CoTeachingSelector, small_loss_mask
+from rdfer.experiments.baselines.exclusion import rank_correlation
+from rdfer.experiments.baselines.oracle import OracleSelector
 from rdfer.ops.agreement import EASY, HARD, NOISY
-from rdfer.robust.confident import confident_off_diagonal
-from rdfer.robust.elr import ElrSelector
-from rdfer.robust.exclusion import ExclusionSelector, rank_correlation
 from rdfer.robust.gmm import gmm2
 from rdfer.robust.loss import rdfer_loss, weighted_ce
-from rdfer.robust.memory import AgreementSelector
-from rdfer.robust.oracle import OracleSelector
+from rdfer.robust.selection import SelectionSelector
 from rdfer.robust.selector import make_selector
-from rdfer.robust.small_loss import SmallLossSelector
 from rdfer.robust.stats import (
     LOSS,
     MARGIN,
@@ -78,9 +79,7 @@ def test_total_loss_is_the_specs_weighted_sum():
 
 
 def test_agreement_selector_assesses_purely_commits_where_ok_and_lists_noisy(tmp_path):
-    robust = load_config(
-        None, ["robust.enabled=true", "robust.method=agreement", "robust.warmup=0", "robust.noisy_weight=0.1"]
-    ).robust
+    robust = load_config(None, ["robust.enabled=true", "robust.warmup=0", "robust.noisy_weight=0.1"]).robust
     sel = AgreementSelector(robust, 4, epochs=10)
     assert sel.warm  # no warm-up: the weights apply from the first step
     # sample 0: all clips say class 1, label 1 -> easy; sample 1: all say 2, label 0 with no support -> noisy;
@@ -216,23 +215,15 @@ def _rows(loss: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, view_ot
     return torch.cat([fields, probs, labels[:, None].float()], 1)
 
 
-def test_make_selector_picks_robust_method_and_refuses_the_oracle():
-    for method, kind in (
-        ("rdfer", ExclusionSelector),
-        ("small_loss", SmallLossSelector),
-        ("agreement", AgreementSelector),
-        ("elr", ElrSelector),
-    ):
-        assert (
-            type(
-                make_selector(
-                    load_config(None, ["robust.enabled=true", f"robust.method={method}"]).robust, 4, 10, "cpu"
-                )
-            )
-            is kind
-        )
-    with pytest.raises(ConfigError, match="noise experiment"):
-        make_selector(load_config(None, ["robust.enabled=true", "robust.method=oracle"]).robust, 4, 10, "cpu")
+def test_make_selector_builds_the_rdfer_method_and_refuses_any_other():
+    robust = load_config(None).robust
+    assert (robust.enabled, robust.method) == (True, "rdfer")  # the default, by the noise experiment
+    assert type(make_selector(robust, 4, 10, "cpu")) is SelectionSelector
+    for retired in ("small_loss", "agreement", "elr", "oracle"):
+        with pytest.raises(ConfigError, match="robust.method"):
+            load_config(None, [f"robust.method={retired}"])
+    with pytest.raises(ConfigError, match="`rdfer` method only"):
+        make_selector(dataclasses.replace(robust, method="agreement"), 4, 10, "cpu")
 
 
 def test_oracle_weights_the_truth_from_the_first_step():
@@ -247,22 +238,43 @@ def test_oracle_weights_the_truth_from_the_first_step():
     assert sel.scores().tolist() == pytest.approx([float(torch.log(torch.tensor(3.0)))] * 4)
 
 
-def test_small_loss_splits_by_the_mean_loss_after_its_warm_up():
-    robust = load_config(
-        None,
-        ["robust.enabled=true", "robust.method=small_loss", "robust.warmup=0.5", "robust.noisy_weight=0"],
-    ).robust
+def test_rdfer_splits_by_the_mean_loss_after_its_warm_up():
+    robust = load_config(None, ["robust.warmup=0.5", "robust.noisy_weight=0"]).robust
     n = 40
-    sel = SmallLossSelector(robust, n, epochs=4)
+    sel = SelectionSelector(robust, n, epochs=4)
     loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])  # the last 10: high loss
     probs, labels = torch.full((n, 2), 0.5), torch.zeros(n, dtype=torch.long)
     for epoch in range(3):
-        sel.commit(torch.arange(n), _rows(loss, probs, labels), torch.tensor(True))
+        a = sel.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n))
+        rows = torch.cat([a.rows[:, :2], _rows(loss, probs, labels)], 1)  # the ELR targets come first
+        sel.commit(torch.arange(n), rows, torch.tensor(True))
         sel.end_epoch(epoch)
         assert sel.warm == (epoch >= 1)  # warm-up: round(0.5 * 4) = 2 epochs
     assert (sel.category == NOISY).tolist() == [i >= 30 for i in range(n)]
     assert sel.weight[30:].eq(0).all() and sel.weight[:30].eq(1).all()
     assert torch.allclose(sel.scores(), loss)
+    w = sel.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n)).weight
+    assert w[30:].eq(0).all() and w[:30].tolist() == pytest.approx([40 / 30] * 30)  # sum kept at the batch's
+
+
+def test_the_split_is_judged_but_not_acted_on_when_robust_is_disabled():
+    n = 40
+    on, off = (
+        SelectionSelector(load_config(None, [f"robust.enabled={e}", "robust.warmup=0.25"]).robust, n, 4)
+        for e in ("true", "false")
+    )
+    loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])
+    probs, labels = torch.full((n, 2), 0.5), torch.zeros(n, dtype=torch.long)
+    for sel in (on, off):
+        a = sel.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n))
+        sel.commit(
+            torch.arange(n), torch.cat([a.rows[:, :2], _rows(loss, probs, labels)], 1), torch.tensor(True)
+        )
+        sel.end_epoch(0)
+    assert torch.equal(on.category, off.category) and (off.category == NOISY).sum() == 10
+    assert on.warm and not off.warm
+    b = off.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n))
+    assert b.weight.eq(1).all() and b.elr_target is None  # plain cross-entropy
 
 
 def test_elr_term_in_the_loss_by_hand():
@@ -304,8 +316,8 @@ def _elr_out(logits):
 
 
 def _elr_selector(n=4, epochs=3, beta=0.7):
-    robust = load_config(None, ["robust.enabled=true", "robust.method=elr", f"robust.elr_beta={beta}"]).robust
-    return ElrSelector(robust, n, epochs)
+    robust = load_config(None, ["robust.enabled=true", f"robust.elr_beta={beta}"]).robust
+    return SelectionSelector(robust, n, epochs)
 
 
 def test_elr_targets_are_an_ema_of_the_clamped_probabilities_stored_only_where_ok():
@@ -320,40 +332,18 @@ def test_elr_targets_are_an_ema_of_the_clamped_probabilities_stored_only_where_o
     assert q1[0].tolist() == pytest.approx([(1 - 1e-4) / (1 + 1e-4), 1e-4 / (1 + 1e-4), 1e-4 / (1 + 1e-4)])
     a = sel.assess(_elr_out(z1), labels, ids)
     torch.testing.assert_close(a.elr_target, 0.3 * q1)  # the stored target starts at 0
-    assert a.elr_lambda == 3.0 and a.weight.eq(1).all() and sel.targets is None  # assess stores nothing
+    assert a.elr_lambda == 3.0 and a.weight.eq(1).all() and sel.elr.targets is None  # assess stores nothing
     sel.commit(ids, a.rows, torch.tensor(True))
-    torch.testing.assert_close(sel.targets[ids], 0.3 * q1)
-    assert sel.targets[[0, 2]].eq(0).all()
+    torch.testing.assert_close(sel.elr.targets[ids], 0.3 * q1)
+    assert sel.elr.targets[[0, 2]].eq(0).all()
     b = sel.assess(_elr_out(z2), labels, ids)
     torch.testing.assert_close(b.elr_target, 0.7 * 0.3 * q1 + 0.3 * q2)
     counts = sel.stats.current[1].clone()
     sel.commit(ids, b.rows, torch.tensor(False))  # a non-finite step leaves no trace
-    torch.testing.assert_close(sel.targets[ids], 0.3 * q1)
+    torch.testing.assert_close(sel.elr.targets[ids], 0.3 * q1)
     assert torch.equal(sel.stats.current[1], counts)
     sel.commit(ids, b.rows, torch.tensor(True))
-    torch.testing.assert_close(sel.targets[ids], 0.7 * 0.3 * q1 + 0.3 * q2)
-
-
-def test_elr_keeps_the_rdfer_decisions_without_acting_on_them():
-    torch.manual_seed(0)
-    n, c = 40, 3
-    elr = _elr_selector(n, epochs=6)
-    plain = ExclusionSelector(load_config(None, ["robust.enabled=false"]).robust, n, 6)
-    labels = torch.randint(0, c, (n,))
-    base = torch.randn(n, c) * 3
-    for epoch in range(5):
-        logits = base + 0.1 * torch.randn(n, c)
-        a = elr.assess(_elr_out(logits), labels, torch.arange(n))
-        elr.commit(torch.arange(n), a.rows, torch.tensor(True))
-        p = plain.assess(_elr_out(logits), labels, torch.arange(n))
-        plain.commit(torch.arange(n), p.rows, torch.tensor(True))
-        notes = elr.end_epoch(epoch)
-        plain.end_epoch(epoch)
-        assert notes.fields["warm"] is False and a.weight.eq(1).all()
-    assert elr.started and torch.equal(elr.category, plain.category)
-    assert (elr.category == NOISY).any()  # the rdfer decisions flag suspects, which stay at weight 1
-    torch.testing.assert_close(elr.scores(), plain.scores())
-    assert elr.assess(_elr_out(base), labels, torch.arange(n)).weight.eq(1).all()
+    torch.testing.assert_close(sel.elr.targets[ids], 0.7 * 0.3 * q1 + 0.3 * q2)
 
 
 def test_elr_state_dict_round_trip():
@@ -366,7 +356,7 @@ def test_elr_state_dict_round_trip():
         sel.end_epoch(epoch)
     back = _elr_selector()
     back.load_state_dict(sel.state_dict())
-    assert torch.equal(back.targets, sel.targets) and back.num_classes == 2
+    assert torch.equal(back.elr.targets, sel.elr.targets) and back.elr.num_classes == 2
     a, b = sel.assess(_elr_out(logits), labels, ids), back.assess(_elr_out(logits), labels, ids)
     assert torch.equal(a.elr_target, b.elr_target) and torch.equal(a.rows, b.rows)
     with pytest.raises(ValueError, match="ELR targets hold 4 samples"):
@@ -374,20 +364,20 @@ def test_elr_state_dict_round_trip():
 
 
 def test_elr_term_is_left_out_when_robust_is_disabled():
-    robust = load_config(None, ["robust.enabled=false", "robust.method=elr"]).robust
-    sel = ElrSelector(robust, 4, 3)
+    robust = load_config(None, ["robust.enabled=false"]).robust
+    sel = SelectionSelector(robust, 4, 3)
     ids, logits = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     a = sel.assess(_elr_out(logits), torch.tensor([0, 1]), ids)
     assert a.elr_target is None and a.elr_lambda == 0.0
     sel.commit(ids, a.rows, torch.tensor(True))  # the targets are still kept
     q = logits.softmax(1)
-    torch.testing.assert_close(sel.targets[ids], 0.3 * q / q.sum(1, keepdim=True))
+    torch.testing.assert_close(sel.elr.targets[ids], 0.3 * q / q.sum(1, keepdim=True))
 
 
 @pytest.mark.parametrize("bad", ["robust.elr_beta=1.0", "robust.elr_beta=-0.1", "robust.elr_lambda=-1"])
 def test_elr_config_is_validated(bad):
     with pytest.raises(ConfigError, match=bad.split("=")[0]):
-        load_config(None, ["robust.method=elr", bad])
+        load_config(None, [bad])
 
 
 def test_a_selector_that_has_seen_no_epoch_saves_and_loads():
@@ -398,3 +388,56 @@ def test_a_selector_that_has_seen_no_epoch_saves_and_loads():
     again = make_selector(robust, 5, 3, "cpu")
     again.load_state_dict(state)
     assert torch.equal(again.scores(), make_selector(robust, 5, 3, "cpu").scores())
+
+
+# ------------------------------------------------------------------- the experiment's co-teaching baseline
+
+
+def test_small_loss_mask_drops_the_highest_losses():
+    loss = torch.tensor([0.3, 2.0, 0.1, 1.5, 0.2])
+    assert small_loss_mask(loss, 2).tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert small_loss_mask(loss, 0).tolist() == [1.0] * 5
+
+
+def test_coteaching_trains_each_stream_on_the_other_streams_picks():
+    robust = load_config(None, ["robust.warmup=0.5"]).robust
+    sel = CoTeachingSelector(robust, 4, epochs=2)
+    sel.rate = 0.25  # one of each batch of 4 left out
+    synopsis = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])  # sample 2 contradicts label 0
+    detail = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0], [5.0, 0.0]])  # sample 1 does
+    out = {
+        "logits": detail,
+        "detail_video_logits": detail,
+        "synopsis_video_logits": synopsis,
+        "detail_instance_logits": detail[:, None].expand(-1, 2, -1),
+    }
+    a = sel.assess(out, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    assert a.weight.tolist() == pytest.approx([4 / 3, 4 / 3, 0.0, 4 / 3])  # the synopsis stream's picks
+    assert a.stream_weight.tolist() == pytest.approx([4 / 3, 0.0, 4 / 3, 4 / 3])  # the detail stream's
+    alone = CoTeachingSelector(robust, 4, epochs=2, cross=False)
+    alone.rate = 0.25
+    b = alone.assess(out, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    assert b.stream_weight is None and b.weight.tolist() == pytest.approx([4 / 3, 0.0, 4 / 3, 4 / 3])
+
+
+def test_stream_weight_weights_the_synopsis_streams_heads():
+    torch.manual_seed(0)
+    out = {
+        "detail_video_logits": torch.randn(3, 4),
+        "synopsis_video_logits": torch.randn(3, 4),
+        "synopsis_instance_logits": torch.randn(3, 2, 4),
+        "detail_instance_logits": torch.randn(3, 2, 4),
+    }
+    y, cfg = torch.tensor([0, 1, 2]), OptimConfig()
+    w, sw = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, 1.5, 1.0])
+    _, parts = rdfer_loss(out, y, w, cfg, 4, stream_weight=sw)
+    ls = cfg.label_smoothing
+    assert float(parts["detail"]) == pytest.approx(float(weighted_ce(out["detail_video_logits"], y, w, ls)))
+    assert float(parts["synopsis"]) == pytest.approx(
+        float(weighted_ce(out["synopsis_video_logits"], y, sw, ls))
+    )
+    instance = 0.5 * (
+        weighted_ce(out["synopsis_instance_logits"], y, sw, ls)
+        + weighted_ce(out["detail_instance_logits"], y, w, ls)
+    )
+    assert float(parts["instance"]) == pytest.approx(float(instance))

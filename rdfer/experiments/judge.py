@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.metrics import auroc
 from rdfer.ops.agreement import CATEGORY_NAMES, NOISY
-from rdfer.robust.stats import LOSS
+from rdfer.robust.stats import LOSS, MARGIN, PROBS, VIEW_OTHER
 
 TRUE_CATEGORIES = ("easy", "hard", "noisy")
 HARD_REASONS = ("intensity", "short_apex", "distractor")
@@ -75,11 +76,53 @@ def judge(selector, truth: np.ndarray, reasons: np.ndarray, history: list[dict])
         "never_seen": int((category < 0).sum()),
         **flags(category, t, reasons),
     }
+    result["dynamics"] = dynamics(selector.stats, t)
     result["epochs"] = per_epoch(selector, t, reasons, history)
     result["scores"] = {
         name: [round(float(s), 4) for s in score[t == i]] for i, name in enumerate(TRUE_CATEGORIES)
     }
     return result
+
+
+def dynamics_statistics(stats) -> dict[str, Tensor]:
+    """[N] per-sample statistics of the training dynamics, read from the per-epoch sums (each a candidate
+    noise score: higher, more likely a wrong label). One forward's reading (the detail clips) and the epochs'
+    readings (the clips each epoch samples anew): loss, AUM's margin, Data Maps' confidence and variability,
+    how often the prediction sits on one other class, how often it changes (forgetting)."""
+    sums, counts = torch.stack(stats.sums).double(), torch.stack(stats.counts).double()
+    seen = counts > 0  # [E, N]
+    per = sums / counts.clamp(min=1)[..., None]
+    n_seen = seen.sum(0).clamp(min=1)
+    mean = lambda x: (x * seen).sum(0) / n_seen  # noqa: E731  over the epochs that saw the sample
+    label = stats.labels.clamp(min=0).to(per.device)
+    p_label = per[..., PROBS:].gather(2, label.expand(per.shape[0], -1)[..., None]).squeeze(2)  # [E, N]
+    pred = per[..., PROBS:].argmax(2)  # [E, N]
+    votes = (F.one_hot(pred, per.shape[2] - PROBS) * seen[..., None]).sum(0)  # [N, C] epochs per class
+    other = votes.scatter(1, label[:, None], 0).max(1).values  # epochs on the most frequent other class
+    changes = (pred[1:] != pred[:-1]) & seen[1:] & seen[:-1]
+    return {
+        "detail clips favour another class (one forward)": mean(per[..., VIEW_OTHER]),
+        "mean loss": mean(per[..., LOSS]),
+        "AUM (negated mean margin)": -mean(per[..., MARGIN]),
+        "Data Maps confidence (1 - mean p_label)": 1 - mean(p_label),
+        "Data Maps variability (sd of p_label)": (mean(p_label**2) - mean(p_label) ** 2).clamp(min=0).sqrt(),
+        "epochs on one other class": other / n_seen,
+        "forgetting (prediction changes)": changes.sum(0) / (n_seen - 1).clamp(min=1),
+    }
+
+
+def dynamics(stats, truth: Tensor) -> dict[str, dict[str, float | None]]:
+    """The AUROC of each training-dynamics statistic, noisy vs clean and noisy vs hard."""
+    if not stats.sums:
+        return {}
+    out = {}
+    for name, value in dynamics_statistics(stats).items():
+        v = value.float().cpu()
+        out[name] = {
+            "noisy_vs_clean": _area(v, truth, truth != 2),
+            "noisy_vs_hard": _area(v, truth, truth == 1),
+        }
+    return out
 
 
 def per_epoch(selector, truth: Tensor, reasons: np.ndarray, history: list[dict]) -> list[dict]:

@@ -22,52 +22,128 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def targets(report: dict) -> list[str]:
-    """The targets at 40% symmetric noise and at 0%, on the last epoch, met or not, with the numbers."""
-    runs = {(r["setting"], r["method"]): r for r in report["runs"]}
-    r40, r0 = runs.get(("symmetric-40", "rdfer")), runs.get(("symmetric-0", "rdfer"))
-    ce40, ce0, sl40 = (
-        runs.get(("symmetric-40", "ce")),
-        runs.get(("symmetric-0", "ce")),
-        runs.get(("symmetric-40", "small-loss")),
-    )
+def _mean(runs: list[dict], get) -> float | None:
+    values = [v for v in (get(r) for r in runs) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _spread(runs: list[dict], get, scale: float = 100.0, digits: int = 1) -> str:
+    """'mean ± sd' over the seeds (sample sd; one seed: the value alone)."""
+    values = [v for v in (get(r) for r in runs) if v is not None]
+    if not values:
+        return "n/a"
+    mean = f"{scale * np.mean(values):.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ± {scale * np.std(values, ddof=1):.{digits}f}"
+
+
+def by_method(report: dict) -> dict[tuple[str, str], list[dict]]:
+    """The runs of each (setting, method) over the seeds, in the report's order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in report["runs"]:
+        groups.setdefault((r["setting"], r["method"]), []).append(r)
+    return groups
+
+
+def _last(r: dict) -> float:
+    return r["test_last"]["war"]
+
+
+def _best(r: dict) -> float:
+    return r["test_best_war_epoch"]["war"]
+
+
+def targets(report: dict, method: str = "rdfer") -> list[str]:
+    """The issue's targets on the means over the seeds, last epoch, met or not, with the numbers."""
+    g = by_method(report)
+    mine40, ce40, or40 = (g.get(("symmetric-40", m)) for m in (method, "ce", "oracle"))
+    mine0, ce0 = g.get(("symmetric-0", method)), g.get(("symmetric-0", "ce"))
     lines = []
-    if r40 is not None:
-        a, ah, lh = r40["auroc"], r40["auroc_noisy_vs_hard"], r40["loss_auroc_noisy_vs_hard"]
+    if mine40:
+        war = _mean(mine40, _last)
+        a, ah = _mean(mine40, lambda r: r["auroc"]), _mean(mine40, lambda r: r["auroc_noisy_vs_hard"])
+        hard = _mean(mine40, lambda r: r["hard_flagged_noisy"])
+        if ce40:
+            best = _mean(ce40, _best)
+            lines.append(
+                f"- WAR at least 10 points above CE's best epoch: {_verdict(war - best >= 0.10)} "
+                f"({_pct(war)} vs {_pct(best)}: {100 * (war - best):+.1f})"
+            )
+        if or40:
+            top = _mean(or40, _last)
+            lines.append(
+                f"- WAR within 6 points of the oracle: {_verdict(top - war <= 0.06)} "
+                f"({_pct(war)} vs {_pct(top)}: {100 * (war - top):+.1f})"
+            )
         lines.append(f"- noisy-vs-clean AUROC >= 0.95: {_verdict((a or 0) >= 0.95)} ({_num(a)})")
-        lines.append(
-            f"- noisy-vs-hard AUROC >= 0.90 and above the plain loss's: "
-            f"{_verdict((ah or 0) >= 0.90 and (ah or 0) > (lh or 0))} ({_num(ah)}; plain loss {_num(lh)})"
-        )
-        hard = r40["hard_flagged_noisy"]
+        lines.append(f"- noisy-vs-hard AUROC >= 0.90: {_verdict((ah or 0) >= 0.90)} ({_num(ah)})")
         lines.append(
             f"- at most 10% of hard clips flagged noisy: {_verdict(hard is not None and hard <= 0.10)} "
             f"({_pct(hard)}%)"
         )
-        war = r40["test_last"]["war"]
-        if ce40 is not None:
-            best = ce40["test_best_war_epoch"]["war"]
-            lines.append(
-                f"- WAR at least 5 points above CE's best epoch: {_verdict(war - best >= 0.05)} "
-                f"({_pct(war)} vs {_pct(best)}: {100 * (war - best):+.1f})"
-            )
-        if r0 is not None:
-            clean = r0["test_last"]["war"]
-            lines.append(
-                f"- WAR within 5 points of rdfer on clean labels: {_verdict(clean - war <= 0.05)} "
-                f"({_pct(war)} vs {_pct(clean)}: {100 * (war - clean):+.1f})"
-            )
-        if sl40 is not None:
-            other = sl40["test_last"]["war"]
-            lines.append(
-                f"- at least as good as small-loss: {_verdict(war >= other)} "
-                f"({_pct(war)} vs {_pct(other)}: {100 * (war - other):+.1f})"
-            )
-    if r0 is not None and ce0 is not None:
-        war, ce = r0["test_last"]["war"], ce0["test_last"]["war"]
+    if mine0 and ce0:
+        war, ce = _mean(mine0, _last), _mean(ce0, _last)
         lines.append(
             f"- at 0% noise, no more than 1 point below CE: {_verdict(ce - war <= 0.01)} "
             f"({_pct(war)} vs {_pct(ce)}: {100 * (war - ce):+.1f})"
+        )
+    return lines
+
+
+def memorisation_table(report: dict) -> list[str]:
+    """Does cross-entropy fit the wrong labels in this regime? Its last training accuracy on the given labels
+    against the clean share, and its test WAR's drop from its best epoch, per setting and seed."""
+    lines = [
+        "| noise | seed | CE train acc (given labels, last epoch) | clean share | CE best WAR (epoch) "
+        "| CE last WAR | drop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in report["runs"] if r["method"] == "ce"):
+        b = r["test_best_war_epoch"]
+        lines.append(
+            f"| {r['setting']} | {r['noise_seed']} | {_pct(r['history'][-1]['train_acc'])} | "
+            f"{_pct(1 - r['realised_noise'])} | {_pct(b['war'])} ({b['epoch']}) | {_pct(_last(r))} | "
+            f"{100 * (b['war'] - _last(r)):.1f} |"
+        )
+    return lines
+
+
+def dynamics_table(report: dict, setting: str = "symmetric-40") -> list[str]:
+    """Which per-sample statistic tells a wrong label from a hard clip: each statistic's AUROC, noisy vs hard
+    (noisy vs clean in brackets), per method at `setting`, mean over the seeds."""
+    groups = {
+        m: runs for (s, m), runs in by_method(report).items() if s == setting and runs[0].get("dynamics")
+    }
+    if not groups:
+        return []
+    names = list(next(iter(groups.values()))[0]["dynamics"])
+    lines = [
+        "| statistic | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for name in names:
+        cells = []
+        for runs in groups.values():
+            hard = _mean(runs, lambda r, n=name: r["dynamics"][n]["noisy_vs_hard"])
+            clean = _mean(runs, lambda r, n=name: r["dynamics"][n]["noisy_vs_clean"])
+            cells.append(f"{_num(hard)} ({_num(clean)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def headline_table(report: dict) -> list[str]:
+    lines = [
+        "| noise | method | seeds | last WAR | best WAR | AUROC noisy/clean | AUROC noisy/hard "
+        "| hard flagged noisy (%) | precision | recall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (setting, method), runs in by_method(report).items():
+        lines.append(
+            f"| {setting} | {method} | {len(runs)} | {_spread(runs, _last)} | {_spread(runs, _best)} | "
+            f"{_spread(runs, lambda r: r['auroc'], 1, 3)} | "
+            f"{_spread(runs, lambda r: r['auroc_noisy_vs_hard'], 1, 3)} | "
+            f"{_spread(runs, lambda r: r['hard_flagged_noisy'])} | "
+            f"{_spread(runs, lambda r: r['precision'], 1, 2)} | "
+            f"{_spread(runs, lambda r: r['recall'], 1, 2)} |"
         )
     return lines
 
@@ -78,15 +154,16 @@ def _reasons(by_reason: dict) -> str:
 
 def run_table(runs: list[dict]) -> list[str]:
     lines = [
-        "| noise | method | last WAR | last UAR | best WAR (epoch) | AUROC noisy/clean | AUROC noisy/hard "
+        "| noise | seed | method | last WAR | last UAR | best WAR (epoch) | AUROC noisy/clean "
+        "| AUROC noisy/hard "
         "| loss AUROC noisy/clean | loss AUROC noisy/hard | flagged noisy | precision | recall | hard "
         "flagged noisy (intensity / short_apex / distractor) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         b = r["test_best_war_epoch"]
         lines.append(
-            f"| {r['setting']} | {r['method']} | {_pct(r['test_last']['war'])} | "
+            f"| {r['setting']} | {r['noise_seed']} | {r['method']} | {_pct(r['test_last']['war'])} | "
             f"{_pct(r['test_last']['uar'])} | {_pct(b['war'])} ({b['epoch']}) | {_num(r['auroc'])} | "
             f"{_num(r['auroc_noisy_vs_hard'])} | {_num(r['loss_auroc'])} | "
             f"{_num(r['loss_auroc_noisy_vs_hard'])} | {r['flagged_noisy']} | {_pct(r['precision'])} | "
@@ -98,7 +175,7 @@ def run_table(runs: list[dict]) -> list[str]:
 
 def epoch_table(run: dict) -> list[str]:
     lines = [
-        f"{run['setting']} / {run['method']}:",
+        f"seed {run['noise_seed']}, {run['setting']} / {run['method']}:",
         "",
         "| epoch | warm | test WAR | AUROC noisy/clean | noisy/hard | loss AUROC noisy/clean | noisy/hard | "
         "flagged | precision | recall | hard flagged (int / short / distr) |",
@@ -115,22 +192,25 @@ def epoch_table(run: dict) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(report: dict, methods: dict[str, list[str]]) -> str:
+def markdown(report: dict, methods: dict[str, tuple[list[str], object]]) -> str:
     g = report["generator"]
     used = dict.fromkeys(r["method"] for r in report["runs"])
     minutes = sum(r["seconds"] for r in report["runs"]) / 60
+    seeds = ", ".join(str(s) for s in report["noise_seeds"])
     lines = [
         f"# Label-noise experiment ({report['preset']} preset)",
         "",
         f"Command: `{report['command']}`  ",
         f"Device: {report['device']}; {report['date']}; training {minutes:.1f} min (the runs' own times), "
-        f"{report['seconds'] / 60:.1f} min for this invocation (reused runs included).  ",
+        f"{report['seconds'] / 60:.1f} min for this invocation ({report.get('jobs', 1)} runs at once, reused "
+        "runs included).  ",
         f"Data: SynthDFER `{g['preset']}`, generator seed {g['seed']}, fixed before any run: "
         f"{report['train_clips']} train / {report['test_clips']} clean test clips, {report['true_hard']} "
-        f"train clips hard by construction. Label noise drawn with seed {report['noise_seed']}. WAR/UAR on "
+        f"train clips hard by construction. Label noise drawn with seeds {seeds}. WAR/UAR on "
         "the clean test split, in %; 'last' is the last epoch (no test-set selection), 'best' the field's "
         "best-WAR epoch. AUROCs: the method's noise score and the plain per-sample loss (mean over all "
-        "epochs), truly noisy against clean (easy and hard) and against hard clips with their right label.",
+        "epochs), truly noisy against clean (easy and hard) and against hard clips with their right label. "
+        "The oracle runs only where some label is wrong (at 0% it is cross-entropy).",
         "",
         "Generator: "
         + ", ".join(f"{k}={v}" for k, v in g.items() if k not in ("preset", "seed", "name"))
@@ -138,31 +218,59 @@ def markdown(report: dict, methods: dict[str, list[str]]) -> str:
         "Training: the packaged `quick` config with "
         + ", ".join(f"`{o}`" for o in report["preset_overrides"])
         + "; per method "
-        + "; ".join(f"{m}: {' '.join(methods[m])}" for m in used)
+        + "; ".join(f"{m}: {' '.join(methods[m][0])}{_factory(methods[m][1])}" for m in used)
         + ".",
+        "",
+        "## Mean and spread over the noise seeds",
+        "",
+        *headline_table(report),
+        "",
+    ]
+    checks = targets(report)
+    if checks:
+        lines += [
+            "Targets, `rdfer` at 40% symmetric noise unless said, means over the seeds:",
+            "",
+            *checks,
+            "",
+        ]
+    dyn = dynamics_table(report)
+    if dyn:
+        lines += [
+            "## Which statistic tells a wrong label from a hard clip?",
+            "",
+            "AUROC noisy vs hard (noisy vs clean), at 40% symmetric noise, mean over the seeds; each "
+            "statistic is read from the per-epoch sums the run saved "
+            "(rdfer.experiments.judge.dynamics_statistics).",
+            "",
+            *dyn,
+            "",
+        ]
+    lines += [
+        "## Does cross-entropy memorise here?",
+        "",
+        *memorisation_table(report),
+        "",
+        "## Per seed",
         "",
         *run_table(report["runs"]),
         "",
         "True category (rows) against the method's last category (easy / hard / noisy):",
         "",
-        "| noise | method | true easy | true hard | true noisy |",
-        "|---|---|---|---|---|",
+        "| noise | seed | method | true easy | true hard | true noisy |",
+        "|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         cells = [" / ".join(str(r["confusion"][t][f]) for f in CATEGORY_NAMES) for t in TRUE_CATEGORIES]
-        lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells) + " |")
-    checks = targets(report)
-    if checks:
-        lines += [
-            "",
-            "Targets of the robustness claim, `rdfer` at 40% symmetric noise unless said, last epoch:",
-            "",
-            *checks,
-        ]
+        lines.append(f"| {r['setting']} | {r['noise_seed']} | {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", "## Per epoch", ""]
     for r in report["runs"]:
         lines += epoch_table(r)
     return "\n".join(lines) + "\n"
+
+
+def _factory(factory) -> str:
+    return "" if factory is None else f" with {factory.__module__}.{factory.__name__}"
 
 
 def _pyplot():
@@ -175,33 +283,46 @@ def _pyplot():
 
 
 def plot_accuracy(report: dict, path: Path) -> None:
+    """Left: last-epoch clean-test WAR against the noise rate (mean and sd over the seeds). Right: test WAR
+    per epoch at the highest symmetric rate (mean over the seeds), where memorisation shows."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = by_method(report)
+    rates = [r["noise_rate"] for r in report["runs"] if r["noise_kind"] == "symmetric"]
+    curve_setting = f"symmetric-{round(100 * max(rates))}" if rates else None
     for i, method in enumerate(dict.fromkeys(r["method"] for r in report["runs"])):
-        mine = [r for r in report["runs"] if r["method"] == method]
-        sym = sorted((r["noise_rate"], r["test_last"]["war"]) for r in mine if r["noise_kind"] == "symmetric")
         colour = f"C{i}"
-        if sym:
-            ax.plot(
-                [100 * x for x, _ in sym],
-                [100 * y for _, y in sym],
-                "o-",
-                color=colour,
-                label=f"{method} (symmetric)",
-            )
-        for r in (r for r in mine if r["noise_kind"] == "pairs"):
-            ax.plot(
-                [100 * r["noise_rate"]],
-                [100 * r["test_last"]["war"]],
-                "s",
-                color=colour,
-                mfc="none",
-                label=f"{method} (pairs)",
-            )
-    ax.set_xlabel("label noise (%)")
-    ax.set_ylabel("clean-test WAR, last epoch (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        points = {kind: [] for kind in ("symmetric", "pairs")}
+        for (_, m), runs in groups.items():
+            if m == method:
+                wars = [100 * _last(r) for r in runs]
+                points[runs[0]["noise_kind"]].append(
+                    (100 * runs[0]["noise_rate"], np.mean(wars), np.std(wars))
+                )
+        for kind, style in (("symmetric", "o-"), ("pairs", "s")):
+            if points[kind]:
+                x, y, e = zip(*sorted(points[kind]), strict=True)
+                left.errorbar(
+                    x,
+                    y,
+                    e,
+                    fmt=style,
+                    color=colour,
+                    capsize=3,
+                    mfc="none" if kind == "pairs" else None,
+                    label=f"{method} ({kind})",
+                )
+        runs = groups.get((curve_setting, method), [])
+        if runs:
+            curves = np.array([[100 * e["test_war"] for e in r["history"]] for r in runs])
+            right.plot(np.arange(1, curves.shape[1] + 1), curves.mean(0), color=colour, label=method)
+    left.set_xlabel("label noise (%)")
+    left.set_ylabel("clean-test WAR, last epoch (%)")
+    right.set_xlabel("epoch")
+    right.set_ylabel(f"clean-test WAR at {curve_setting} (%)")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""Early-Learning Regularisation (Liu et al., NeurIPS 2020; docs/method.md §3): a loss term, not a selection.
+"""Early-Learning Regularisation (Liu et al., NeurIPS 2020; docs/method.md §3): a loss term of the `rdfer`
+method, beside its selection.
 
 Each training sample keeps a target t_i, an EMA (momentum robust.elr_beta) of its detached video probabilities
 over the epochs' forwards, clamped to [1e-4, 1 - 1e-4] and renormalised; it starts at 0. Every step first
@@ -8,11 +9,8 @@ moves the batch's targets by the current forward, then the loss adds
 
 with p_i the (clamped) softmax of the video logits, with gradient. Minimising it pulls p_i towards what the
 network predicted early, before it memorised the wrong labels, and the term's gradient cancels the
-cross-entropy's pull towards a label the targets disagree with. Every weight stays 1.
-
-The `rdfer` method's statistics and decisions are still kept and judged, not acted on (as for plain
-cross-entropy): the noise score is the mean loss, the categories its suspects. With robust.enabled=false the
-targets are still kept but the term is left out: plain cross-entropy.
+cross-entropy's pull towards a label the targets disagree with. With robust.enabled=false the targets are
+still kept but the term is left out: plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.robust.exclusion import ExclusionSelector
 from rdfer.robust.selector import Assessed
 
 CLAMP = 1e-4  # the published code's clamp of the probabilities
@@ -36,49 +33,55 @@ def elr_term(logits: Tensor, target: Tensor) -> Tensor:
     return (1.0 - (clamped_probs(logits) * target).sum(-1)).log().mean()
 
 
-class ElrSelector(ExclusionSelector):
-    def __init__(self, robust, num_samples, epochs, device="cpu"):
-        super().__init__(robust, num_samples, epochs, device)
-        self.term_on = (
-            robust.enabled
-        )  # off: plain cross-entropy, as robust.enabled=false means for every method
-        self.enabled = False  # the `rdfer` decisions are reported, never turned into weights
+class ElrTargets:
+    """Each sample's ELR target: the EMA of its clamped, renormalised video probabilities, 0 until first seen.
+    `step` is pure (the batch's new targets, stored later by `store` where the step was good)."""
+
+    def __init__(self, num_samples: int, beta: float, device: torch.device | str = "cpu"):
+        self.num_samples, self.beta, self.device = num_samples, beta, torch.device(device)
         self.targets: Tensor | None = None  # [N, C], allocated once the number of classes is seen
         self.num_classes: int | None = None
 
     @torch.no_grad()
-    def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
-        base = super().assess(out, labels, ids)
-        probs = clamped_probs(out["logits"].detach())
+    def step(self, logits: Tensor, ids: Tensor) -> Tensor:
+        probs = clamped_probs(logits.detach())
         self.num_classes = probs.shape[1]
         old = self.targets[ids] if self.targets is not None else torch.zeros_like(probs)
-        beta = self.robust.elr_beta
-        target = beta * old + (1.0 - beta) * probs / probs.sum(-1, keepdim=True)
-        base.rows = torch.cat([target, base.rows], 1)
-        if self.term_on:
-            base.elr_target, base.elr_lambda = target, self.robust.elr_lambda
-        return base
+        return self.beta * old + (1.0 - self.beta) * probs / probs.sum(-1, keepdim=True)
 
     @torch.no_grad()
-    def commit(self, ids: Tensor, rows: Tensor, ok: Tensor) -> None:
-        c = self.num_classes
-        if c is None:
-            raise RuntimeError("ElrSelector.commit before assess: the number of classes is not known")
+    def store(self, ids: Tensor, target: Tensor, ok: Tensor) -> None:
         if self.targets is None:
-            self.targets = torch.zeros(len(self), c, device=self.weight.device)
-        self.targets[ids] = torch.where(ok, rows[:, :c], self.targets[ids])
-        super().commit(ids, rows[:, c:], ok)
+            self.targets = torch.zeros(self.num_samples, target.shape[1], device=self.device)
+        self.targets[ids] = torch.where(ok, target, self.targets[ids])
 
-    def state_dict(self) -> dict:
-        targets = self.targets if self.targets is not None else torch.zeros(len(self), 0)
-        return {**super().state_dict(), "elr_targets": targets.cpu()}
+    def state_dict(self) -> Tensor:
+        return self.targets.cpu() if self.targets is not None else torch.zeros(self.num_samples, 0)
 
-    def load_state_dict(self, state: dict) -> None:
-        targets = state["elr_targets"]
-        if targets.shape[0] != len(self):
-            raise ValueError(f"the ELR targets hold {targets.shape[0]} samples, this split {len(self)}")
-        super().load_state_dict(state)
+    def load_state_dict(self, targets: Tensor) -> None:
+        if targets.shape[0] != self.num_samples:
+            raise ValueError(
+                f"the ELR targets hold {targets.shape[0]} samples, this split {self.num_samples}"
+            )
         if targets.shape[1] == 0:
             self.targets, self.num_classes = None, None
         else:
-            self.targets, self.num_classes = targets.to(self.weight.device), targets.shape[1]
+            self.targets, self.num_classes = targets.to(self.device), targets.shape[1]
+
+
+def with_elr(base: Assessed, elr: ElrTargets, out: dict[str, Tensor], ids: Tensor, lam: float) -> Assessed:
+    """The ELR targets prepended to the rows commit stores; the term on (lam > 0) or judged only (lam 0)."""
+    target = elr.step(out["logits"], ids)
+    base.rows = torch.cat([target, base.rows], 1)
+    if lam > 0:
+        base.elr_target, base.elr_lambda = target, lam
+    return base
+
+
+def commit_elr(elr: ElrTargets, ids: Tensor, rows: Tensor, ok: Tensor) -> Tensor:
+    """Stores the targets in front of rows and returns the rest (what the statistics store)."""
+    c = elr.num_classes
+    if c is None:
+        raise RuntimeError("commit before assess: the number of classes is not known")
+    elr.store(ids, rows[:, :c], ok)
+    return rows[:, c:]

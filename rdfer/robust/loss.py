@@ -39,15 +39,18 @@ def rdfer_loss(
     num_frames: int,
     elr_target: Tensor | None = None,
     elr_lambda: float = 0.0,
+    stream_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The weighted sum of the parts; elr_target [B, C] (detached) adds elr_lambda * the ELR term."""
+    """The weighted sum of the parts; elr_target [B, C] (detached) adds elr_lambda * the ELR term;
+    stream_weight [B], where given, weights the synopsis stream's heads instead of weight (co-teaching)."""
     ls = cfg.label_smoothing
+    sw = weight if stream_weight is None else stream_weight
     parts = {
         "detail": weighted_ce(out["detail_video_logits"], target, weight, ls),
-        "synopsis": weighted_ce(out["synopsis_video_logits"], target, weight, ls),
+        "synopsis": weighted_ce(out["synopsis_video_logits"], target, sw, ls),
         "instance": 0.5
         * (
-            weighted_ce(out["synopsis_instance_logits"], target, weight, ls)
+            weighted_ce(out["synopsis_instance_logits"], target, sw, ls)
             + weighted_ce(out["detail_instance_logits"], target, weight, ls)
         ),
     }

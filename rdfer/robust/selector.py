@@ -40,6 +40,7 @@ class Assessed:
     rows: Tensor  # [B, F] float32 what commit() stores for these samples
     elr_target: Tensor | None = None  # [B, C] soft targets of the ELR term (robust.method=elr), detached
     elr_lambda: float = 0.0  # the ELR term's coefficient
+    stream_weight: Tensor | None = None  # [B] the synopsis stream's heads' weights, where they differ
 
 
 @dataclass
@@ -102,25 +103,11 @@ class Selector:
         return {name: float((self.category == i).sum()) / n for i, name in enumerate(CATEGORY_NAMES)}
 
 
-METHODS = ("rdfer", "small_loss", "agreement", "elr", "oracle")  # robust.method
-
-
 def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: torch.device) -> Selector:
-    """The selector robust.method names, for a training split of num_samples clips."""
-    from rdfer.robust.elr import ElrSelector
-    from rdfer.robust.exclusion import ExclusionSelector
-    from rdfer.robust.memory import AgreementSelector
-    from rdfer.robust.small_loss import SmallLossSelector
+    """The selector of the training core (robust.method=rdfer, docs/method.md §3), for a training split of
+    num_samples clips. The noise experiment passes its own factory for the methods it measures against."""
+    from rdfer.robust.selection import SelectionSelector
 
-    if robust.method == "oracle":
-        raise ConfigError(
-            "robust.method=oracle needs to know which labels are wrong: only the noise experiment "
-            "(python -m rdfer.experiments.noise) can run it; choose rdfer, small_loss, agreement or elr"
-        )
-    kinds = {
-        "rdfer": ExclusionSelector,
-        "small_loss": SmallLossSelector,
-        "agreement": AgreementSelector,
-        "elr": ElrSelector,
-    }
-    return kinds[robust.method](robust, num_samples, epochs, device)
+    if robust.method != "rdfer":  # config validation refuses any other; a guard for a Config built by hand
+        raise ConfigError(f"robust.method={robust.method!r}: the training core has the `rdfer` method only")
+    return SelectionSelector(robust, num_samples, epochs, device)

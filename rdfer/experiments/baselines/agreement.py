@@ -1,7 +1,8 @@
-"""The paper's agreement rule as a selector (`robust.method=agreement`, docs/method.md §3): per training
-sample, EMAs of the detail clips' agreement A and label support S; after a warm-up of a fixed share of the
-epochs, easy / hard / noisy from them, and the weights easy 1, hard 1 + (1 - A), noisy robust.noisy_weight (or
-relabelling). It keeps the shared SampleStats too, so its runs are judged like the others.
+"""The `agreement` baseline: the paper's agreement rule as a selector (docs/method.md §3). Per training
+sample, EMAs of the detail clips' agreement A and label support S; after robust.warmup of the epochs, easy /
+hard / noisy from them (the thresholds of rdfer.ops.agreement.AgreementParams), and the weights easy 1, hard
+1 + (1 - A), noisy robust.noisy_weight. The fused Triton agreement kernel computes the rule for a batch. It
+keeps the shared SampleStats too, so its runs are judged like the others.
 
 Rows (what commit stores): [EMA A, EMA S, majority class, category], then SampleStats' row and the label."""
 
@@ -19,16 +20,22 @@ from rdfer.robust.stats import StatsSelector, sample_rows
 
 
 def agreement_params(robust: RobustConfig) -> AgreementParams:
-    """The robust section's thresholds, as the agreement op takes them (the same names)."""
-    return AgreementParams(**{f.name: getattr(robust, f.name) for f in dataclasses.fields(AgreementParams)})
+    """The rule's published thresholds, with the robust section's weight for a noisy sample."""
+    return dataclasses.replace(AgreementParams(), noisy_weight=robust.noisy_weight)
 
 
 class AgreementSelector(StatsSelector):
     def __init__(
-        self, robust: RobustConfig, num_samples: int, epochs: int, device: torch.device | str = "cpu"
+        self,
+        robust: RobustConfig,
+        num_samples: int,
+        epochs: int,
+        device: torch.device | str = "cpu",
+        *,
+        params: AgreementParams | None = None,
     ):
         super().__init__(robust, num_samples, epochs, device)
-        self.params = agreement_params(robust)
+        self.params = agreement_params(robust) if params is None else params
         self.warmup_epochs = round(robust.warmup * epochs)
         self.started = self.warmup_epochs == 0
         self.ema = torch.full((num_samples, 2), float("nan"), device=device)  # [A, S]; NaN = not yet seen

@@ -1,15 +1,15 @@
-"""The `rdfer` method (docs/method.md §3): a ramped, re-decided exclusion of the samples with suspect labels.
+"""The `exclusion` baseline (docs/method.md §3; the package's method until 2026-12): a ramped, re-decided
+exclusion of the samples with suspect labels.
 
 Each epoch, from SampleStats:
 1. Warm-up, ended by a measured signal: the per-sample losses of the last two epochs rank the samples alike
-   (Spearman >= robust.warmup_corr), so the ranking is the network's and not the noise of one epoch's
+   (Spearman >= WARMUP_CORR), so the ranking is the network's and not the noise of one epoch's
    augmentation and sampling. Never before the second epoch.
-2. The share to exclude: Confident Learning's off-diagonal share on the mean probabilities of the window,
-   at most robust.max_share, ramped in over robust.ramp epochs after the warm-up.
-3. Suspects: that share of the samples, highest mean loss over the window (robust.window trailing epochs,
-   0 = since the first), re-decided every epoch, so a sample excluded by mistake comes back.
-4. With robust.keep_hard, a suspect counts as noisy only when the detail clips favour another class over the
-   label (window mean) and the label's logit margin is negative; the other suspects are hard (weight 1).
+2. The share to exclude: Confident Learning's off-diagonal share on the mean probabilities since the first
+   epoch,
+   at most MAX_SHARE, ramped in over RAMP epochs after the warm-up.
+3. Suspects: that share of the samples, highest mean loss since the first epoch, re-decided every epoch, so a
+   sample excluded by mistake comes back.
 Noisy samples train with robust.noisy_weight; the noise score is the ranking statistic.
 """
 
@@ -18,10 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.ops.agreement import EASY, HARD, NOISY
-from rdfer.robust.confident import confident_off_diagonal
+from rdfer.experiments.baselines.confident import confident_off_diagonal
+from rdfer.ops.agreement import EASY, NOISY
 from rdfer.robust.selector import EpochNotes
-from rdfer.robust.stats import LOSS, MARGIN, PROBS, VIEW_OTHER, StatsSelector
+from rdfer.robust.stats import LOSS, PROBS, StatsSelector
+
+WARMUP_CORR = 0.7  # rank correlation of consecutive epochs' per-sample losses that ends the warm-up
+RAMP = 3  # epochs from the warm-up's end to the full exclusion share
+MAX_SHARE = 0.5  # most of the data ever excluded
 
 
 class ExclusionSelector(StatsSelector):
@@ -36,31 +40,21 @@ class ExclusionSelector(StatsSelector):
         notes = EpochNotes()
         if self.start is None:
             self._warm_up_test(done, notes)
-        window = whole if not self.robust.window else self.stats.mean(max(0, done - self.robust.window))
-        seen_w = ~window[:, LOSS].isnan()
-        self.score = window[:, LOSS].nan_to_num(0.0)
+        self.score = whole[:, LOSS].nan_to_num(0.0)
         self.category = torch.where(seen, EASY, -1)
         self.weight = torch.ones_like(self.weight)
         if self.start is None:
             return notes
-        probs, labels = window[seen_w, PROBS:], self.stats.labels[seen_w]
+        probs, labels = whole[seen, PROBS:], self.stats.labels[seen]
         estimate = float(confident_off_diagonal(probs, labels).float().mean())
-        ramp = min(1.0, (done - self.start + 1) / max(self.robust.ramp, 1))
-        share = min(estimate, self.robust.max_share) * ramp
-        k = round(share * int(seen_w.sum()))
-        suspects = torch.zeros_like(seen)
+        ramp = min(1.0, (done - self.start + 1) / RAMP)
+        k = round(min(estimate, MAX_SHARE) * ramp * int(seen.sum()))
+        noisy = torch.zeros_like(seen)
         if k:
-            suspects[torch.where(seen_w, self.score, -float("inf")).topk(k).indices] = True
-        noisy = suspects
-        if self.robust.keep_hard:
-            noisy = suspects & (window[:, VIEW_OTHER] > 0) & (window[:, MARGIN] < 0)
-        self.category = torch.where(noisy, NOISY, torch.where(suspects, HARD, self.category))
+            noisy[torch.where(seen, self.score, -float("inf")).topk(k).indices] = True
+        self.category = torch.where(noisy, NOISY, self.category)
         self.weight = torch.where(noisy, self.robust.noisy_weight, 1.0)
-        notes.fields.update(
-            noise_estimate=estimate,
-            excluded=float(noisy.float().mean()),
-            suspects=float(suspects.float().mean()),
-        )
+        notes.fields.update(noise_estimate=estimate, excluded=float(noisy.float().mean()))
         return notes
 
     def _warm_up_test(self, done: int, notes: EpochNotes) -> None:
@@ -71,7 +65,7 @@ class ExclusionSelector(StatsSelector):
         both = ~(last.isnan() | before.isnan())
         rho = rank_correlation(last[both], before[both])
         notes.fields["loss_rank_correlation"] = rho
-        if rho >= self.robust.warmup_corr:
+        if rho >= WARMUP_CORR:
             self.start, self.started = done, True
             notes.messages.append(
                 f"robust: the warm-up ends after epoch {done} (per-sample losses rank the samples "

@@ -1,0 +1,57 @@
+"""The `rdfer` method (robust.method=rdfer, docs/method.md §3): clean-set selection with early-learning
+regularisation.
+
+After a warm-up of robust.warmup of the epochs, each epoch a 2-component Gaussian mixture of the per-sample
+loss, averaged over every epoch so far, splits the samples into clean and suspect (DivideMix's small-loss
+split); the suspects train with robust.noisy_weight (0: left out) in the next epoch, re-decided every epoch.
+Throughout, the ELR term (rdfer.robust.elr) pulls every prediction towards the network's own early
+predictions, so the wrong labels the split misses are not memorised either. The noise score is the mean
+loss; the suspects are the samples listed as noisy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rdfer.ops.agreement import EASY, NOISY
+from rdfer.robust.elr import ElrTargets, commit_elr, with_elr
+from rdfer.robust.gmm import gmm2
+from rdfer.robust.selector import Assessed, EpochNotes
+from rdfer.robust.stats import LOSS, StatsSelector
+
+
+class SelectionSelector(StatsSelector):
+    def __init__(self, robust, num_samples, epochs, device="cpu"):
+        super().__init__(robust, num_samples, epochs, device)
+        self.term = robust.elr_lambda if robust.enabled else 0.0
+        self.elr = ElrTargets(num_samples, robust.elr_beta, device)
+
+    @torch.no_grad()
+    def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
+        return with_elr(super().assess(out, labels, ids), self.elr, out, ids, self.term)
+
+    @torch.no_grad()
+    def commit(self, ids: Tensor, rows: Tensor, ok: Tensor) -> None:
+        super().commit(ids, commit_elr(self.elr, ids, rows, ok), ok)
+
+    def decide(self, epoch: int) -> EpochNotes:
+        loss = self.stats.mean()[:, LOSS]
+        seen = ~loss.isnan()
+        self.score = loss.nan_to_num(0.0)
+        self.category = torch.where(seen, EASY, -1)
+        if epoch + 1 < max(round(self.robust.warmup * self.epochs), 1):
+            return EpochNotes()
+        self.started = True
+        noisy = torch.zeros_like(seen)
+        noisy[seen] = gmm2(loss[seen]).high > 0.5
+        self.category = torch.where(noisy, NOISY, self.category)
+        self.weight = torch.where(noisy, self.robust.noisy_weight, 1.0)
+        return EpochNotes({"excluded": float(noisy.float().mean())})
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "elr_targets": self.elr.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.elr.load_state_dict(state["elr_targets"])
+        super().load_state_dict(state)
