@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rdfer import checkpoint, distributed, runtime
+from rdfer import checkpoint, distributed, runtime, stopping
 from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
@@ -42,7 +42,7 @@ from rdfer.optimization import lr_lambda, param_groups
 from rdfer.resume import restore
 from rdfer.robust.loss import rdfer_loss
 from rdfer.robust.selector import Selector, make_selector
-from rdfer.run_log import check_out, finish, log_row, start_log
+from rdfer.run_log import best_row, check_out, finish, log_row, start_log
 
 
 class Step(enum.Enum):
@@ -113,7 +113,7 @@ def train(
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
     every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
     replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle."""
-    check_out(Path(cfg.run.out), resume is not None, overwrite)
+    lock = check_out(Path(cfg.run.out), resume is not None, overwrite, lock=distributed.from_env().main)
     world, device = distributed.init(cfg.run.device)
     run = None
     try:
@@ -141,6 +141,7 @@ def train(
     finally:
         run = None  # the DDP model goes before its process group (distributed.shutdown says why)
         distributed.shutdown(world)
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------------------------- setup
@@ -398,11 +399,17 @@ def test_epoch(run: Run) -> dict:
 
 def end_epoch(run: Run, row: dict) -> None:
     """Log the row and write last.pt (and best.pt at the best test WAR so far), on rank 0. Weights that are no
-    longer finite stop the run here, before anything of the epoch is written."""
+    longer finite stop the run here, before anything of the epoch is written. A stop (rdfer.stopping) waits
+    for the epoch's log and both checkpoints: they never disagree."""
     check_finite(run)
     run.history.append(row)
     if not run.world.main:
         return
+    with stopping.deferred():
+        _write_epoch(run, row)
+
+
+def _write_epoch(run: Run, row: dict) -> None:
     if run.rewrite_log:
         start_log(run)
     log_row(run, row)
@@ -421,10 +428,8 @@ def end_epoch(run: Run, row: dict) -> None:
         "world": run.world.size,
     }
     run.checkpoints.save(run.out / "last.pt", state)
-    if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in run.history):
-        run.checkpoints.save(
-            run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")}
-        )
+    if best_row(run.history) is row:
+        run.checkpoints.save(run.out / "best.pt", {k: state[k] for k in checkpoint.BEST_KEYS})
 
 
 def check_finite(run: Run) -> None:
