@@ -167,7 +167,7 @@ def setup(
         check_loader(cfg.data)
     train_split, test_split = splits
     batch_size = cfg.data.batch_size // world.size
-    check_splits(train_split, test_split, batch_size, cfg.data.skip_bad)
+    check_splits(train_split, test_split, batch_size, cfg.data.skip_bad, progress)
     run = learner(cfg, world, device, train_split, progress, make)
     run.train_loader, run.test_loader = _loaders(
         cfg, world, device, train_split, test_split, batch_size, progress

@@ -161,9 +161,10 @@ def load_splits(data: DataConfig, progress: bool = True) -> tuple[Split, Split]:
     return tuple(load_split(data.dataset, root, s, data.fold, **options) for s in ("train", "test"))
 
 
-def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
+def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool, progress: bool = False) -> None:
     """Before any training: both splits hold clips, enough training clips for one batch, and their files
-    exist (all of them, or with data.skip_bad at least one per split)."""
+    exist (all of them, or with data.skip_bad at least one per split); without data.skip_bad, every frame
+    image reads as a frame and every video opens (the quick check: rdfer.data.frames.verify_record)."""
     if len(train) < batch_size:
         raise ConfigError(
             f"data.batch_size ({batch_size} per process) is larger than the training split "
@@ -179,3 +180,18 @@ def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> 
                 "check --root"
                 + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
             )
+    if not skip_bad:
+        _check_frames(train, test, progress)
+
+
+def _check_frames(train: Split, test: Split, progress: bool) -> None:
+    from rdfer.data.summary import verify_splits
+
+    found = verify_splits({"train": train, "test": test}, os.cpu_count() or 1, whole=False, progress=progress)
+    if found:
+        clips = len({(p["split"], p["key"]) for p in found})
+        raise DataError(
+            f"{clips} of the {len(train) + len(test)} clips do not read, e.g. {found[0]['problem']}: fix or "
+            "remove them (python -m rdfer.data summary --verify lists every problem; data.skip_bad=true "
+            "leaves them out)"
+        )
