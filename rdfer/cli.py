@@ -9,17 +9,16 @@ traceback through instead. Anything else is a bug in rdfer and keeps its traceba
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
-from rdfer import stopping
+from rdfer import environment, stopping
 from rdfer.errors import RdferError, one_line
 
 
 def debug_enabled(argv: list[str] | None = None) -> bool:
     argv = sys.argv[1:] if argv is None else argv
-    return "--debug" in argv or os.environ.get("RDFER_DEBUG", "0").lower() in ("1", "true", "yes")
+    return "--debug" in argv or environment.get("RDFER_DEBUG", "0").lower() in ("1", "true", "yes")
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

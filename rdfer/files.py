@@ -30,8 +30,12 @@ def gb_or_mb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
 def _disk_full(path: Path, size: int) -> DiskFullError:
-    free = shutil.disk_usage(path.parent).free
+    free = free_bytes(path.parent)
     return DiskFullError(
         f"{path}: no room on the disk: writing it needs {gb_or_mb(size)}, {gb_or_mb(free)} is free in "
         f"{path.parent}; free some space or choose another --out (an earlier {path.name} is intact)"
@@ -41,7 +45,7 @@ def _disk_full(path: Path, size: int) -> DiskFullError:
 def write_atomically(path: Path, data: bytes | memoryview) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(path.parent).free < len(data):
+    if free_bytes(path.parent) < len(data):
         raise _disk_full(path, len(data))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

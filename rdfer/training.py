@@ -17,7 +17,6 @@ what the agreement, the categories and the weights are.
 from __future__ import annotations
 
 import enum
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rdfer import checkpoint, distributed, runtime, stopping
+from rdfer import checkpoint, distributed, environment, runtime, stopping
 from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
@@ -318,7 +317,7 @@ class _Heartbeat:
     so a log file shows that a long epoch is moving."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.every = enabled, float(os.environ.get("RDFER_LOG_SECONDS", 60))
+        self.enabled, self.every = enabled, environment.number("RDFER_LOG_SECONDS", 60)
         self.t0 = self.last = time.perf_counter()
 
     def maybe(self, text: str) -> None:

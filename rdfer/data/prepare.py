@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rdfer import environment
 from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
 from rdfer.data.loader import make_loader
@@ -17,7 +18,7 @@ from rdfer.errors import DataError
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RDFER_CACHE", Path.home() / ".cache" / "rdfer"))
+    return Path(environment.get("RDFER_CACHE") or Path.home() / ".cache" / "rdfer")
 
 
 def resolve_root(data: DataConfig, progress: bool = True) -> Path:
