@@ -139,3 +139,25 @@ def test_a_bad_frame_anywhere_stops_training_before_the_first_step(tiny_root, tm
     line = one_line_error(capsys, train_main(train_args(root, out)), 1, str(bad), "summary --verify")
     assert "skip_bad" in line
     assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_dali_reads_every_format_as_the_cpu_reader(tmp_path):
+    """The frame cache and the DALI loader decode with DALI: the same pixels as PIL's reader, or a refusal."""
+    pytest.importorskip("nvidia.dali")
+    from rdfer.data.dali import make_dali_loader
+    from rdfer.data.records import ClipRecord, Split
+
+    makers = [_sixteen_bit, _grey, _palette, _opaque_rgba, _cmyk_jpeg, _exif_rotated_jpeg]
+    for make in makers:
+        clip = tmp_path / make.__name__
+        clip.mkdir()
+        for i in range(2):
+            make(clip / f"{i}{'.jpg' if 'jpeg' in make.__name__ else '.png'}")
+        split = Split("formats", "test", ("a",), [ClipRecord(0, clip.name, clip, 0)])
+        args = dict(batch_size=1, train=False, num_frames=2, image_size=SIZE, skip_bad=False, device="cpu")
+        loader = make_dali_loader(split, **args, threads=1)
+        (batch,) = list(loader)
+        assert loader.dali_batches == 1, make.__name__  # decoded by DALI, not by its CPU fallback
+        expected = read_frame_files(sorted(clip.iterdir()), np.arange(2), SIZE)
+        got = batch["frames"].numpy().transpose(0, 1, 3, 4, 2)[0]
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1, make.__name__
