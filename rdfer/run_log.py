@@ -46,6 +46,7 @@ def check_out(out: Path, resume: bool, overwrite: bool, lock: bool = True) -> Ou
         )
     if lock:
         remove_temporaries(out, RUN_FILES)
+        (out / "noisy_samples.tmp").unlink(missing_ok=True)  # the selector's own temporary name
     return held
 
 
