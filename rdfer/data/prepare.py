@@ -3,6 +3,7 @@ when the config asks for the synthetic benchmark without a root."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -185,10 +186,21 @@ def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool, pro
         _check_frames(train, test, progress)
 
 
+# Clips this process has checked and found good: the folds of one dataset (--folds) and the runs of one
+# experiment share their clips, and each would otherwise check them all again.
+_CHECKED: set[str] = set()
+
+
 def _check_frames(train: Split, test: Split, progress: bool) -> None:
     from rdfer.data.summary import verify_splits
 
-    found = verify_splits({"train": train, "test": test}, os.cpu_count() or 1, whole=False, progress=progress)
+    todo = {
+        s.name: dataclasses.replace(s, records=[r for r in s.records if str(r.path) not in _CHECKED])
+        for s in (train, test)
+    }
+    found = verify_splits(todo, os.cpu_count() or 1, whole=False, progress=progress)
+    bad = {p["path"] for p in found}
+    _CHECKED.update(str(r.path) for s in todo.values() for r in s.records if str(r.path) not in bad)
     if found:
         clips = len({(p["split"], p["key"]) for p in found})
         raise DataError(
