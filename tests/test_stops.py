@@ -102,16 +102,36 @@ def test_a_second_signal_while_waiting_for_the_writer_changes_nothing(
     assert_consistent(out, finished=False)
 
 
-_KILLED_AT_BEST = """
+# A training process that sends itself signal SIGNAL when its writer has written FILE's temporary file and
+# not yet renamed it, and holds the writer there until the main thread has taken the signal (not SIGKILL).
+_SIGNAL_AT = """
 import os, signal, sys
-from rdfer import files
+from rdfer import files, stopping
 from rdfer.train import main
 def hook(path, stage):
-    if path.name == "best.pt" and stage == "written":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if path.name == os.environ["FILE"] and stage == "written" and not stopping.requested.is_set():
+        os.kill(os.getpid(), int(os.environ["SIGNAL"]))
+        stopping.requested.wait(timeout=120)
 files.on_write = hook
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _run_signalled(argv: list[str], name: str, signum: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FILE": name, "SIGNAL": str(int(signum))}
+    command = [sys.executable, "-c", _SIGNAL_AT, *argv]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_real_process_stopped_inside_a_write_exits_with_its_code(tiny_root, tmp_path, signum, code):
+    """What the shell and a scheduler see: the exit code, one line, no abort (was SIGABRT, 134)."""
+    out = tmp_path / "run"
+    result = _run_signalled(train_args(tiny_root, out, "optim.epochs=2"), "last.pt", signum)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "terminate called" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert_consistent(out, finished=False)
 
 
 def test_resume_repairs_what_a_killed_run_left(tiny_root, tmp_path, capsys):
@@ -119,7 +139,7 @@ def test_resume_repairs_what_a_killed_run_left(tiny_root, tmp_path, capsys):
     --resume writes best.pt from last.pt, removes the temporary file and finishes the summary."""
     out = tmp_path / "run"
     argv = train_args(tiny_root, out)
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_BEST, *argv], cwd=REPO, timeout=600)
+    killed = _run_signalled(argv, "best.pt", signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert (out / "last.pt").exists() and not (out / "best.pt").exists()
     assert [p.name for p in out.glob(".*.tmp")] == [f".best.pt.{_pid_of(out)}.tmp"]
