@@ -113,7 +113,11 @@ def train(
     every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
     replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle."""
     lock = check_out(Path(cfg.run.out), resume is not None, overwrite, lock=distributed.from_env().main)
-    world, device = distributed.init(cfg.run.device)
+    try:
+        world, device = distributed.init(cfg.run.device)
+    except BaseException:
+        lock.release()  # e.g. a device that is not here: the folder is free again for the corrected command
+        raise
     run = None
     try:
         run = setup(cfg, world, device, splits, progress and world.main, make_selector)

@@ -223,3 +223,9 @@ def test_a_killed_run_does_not_block_the_next(tmp_path):
         holder.kill()
         holder.wait(timeout=60)
     run_lock.hold(out).release()
+
+
+def test_a_run_that_fails_to_start_frees_its_out(tiny_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_main(train_args(tiny_root, out, "--device", "cuda:99")) == 2
+    run_lock.hold(out).release()  # not still held by this process
