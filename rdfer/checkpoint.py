@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, read without running code.
 
-Writing: a temporary file in the same folder, flushed to disk, then renamed over the target, so a run killed
-while writing leaves the previous checkpoint whole and the temporary file is never read.
+Writing: serialised in memory, then written whole or not at all (rdfer.files: a temporary file in the same
+folder, flushed to disk, renamed over the target), so a run killed while writing leaves the previous
+checkpoint whole, and a full disk is one error naming the file and the space it needs.
 
 Reading: `torch.load(weights_only=True)`, which accepts tensors and plain containers (dict, list, tuple, str,
 numbers, None) and refuses anything else, so a tampered or foreign file cannot execute code. A checkpoint
@@ -10,7 +11,7 @@ holds only such objects (the RNG states are stored as tensors and lists for that
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import threading
 import zipfile
@@ -19,31 +20,27 @@ from typing import Any
 
 import torch
 
+from rdfer import stopping
 from rdfer.errors import CheckpointError
+from rdfer.files import write_atomically
 
 FORMAT = 1
 TRAINING_KEYS = ("optimizer", "scheduler", "selector", "rng", "history", "step")
+BEST_KEYS = ("epoch", "config", "classes", "model")  # best.pt: the weights only
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()  # its size is known before the disk is touched
+    torch.save({"format": FORMAT, **state}, buffer)
+    write_atomically(Path(path), buffer.getbuffer())
 
 
 class BackgroundWriter:
     """Writes checkpoints on one background thread, one after another, so training goes on while a large
     checkpoint reaches the disk. `save` first copies every tensor of the state to host memory (so the next
     steps cannot change what is written), waits for the previous write, then starts this one. `wait` returns
-    when everything is written and raises what a write raised; call it before the process ends."""
+    when everything is written and raises what a write raised; call it before the process ends. Neither
+    can be cut short by Ctrl-C or SIGTERM (rdfer.stopping): a write in flight ends, then the stop goes on."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
@@ -62,12 +59,13 @@ class BackgroundWriter:
             self._error = e
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        with stopping.deferred():
+            if self._thread is not None:
+                stopping.uninterrupted(self._thread.join)
+                self._thread = None
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
 
 
 def _to_host(obj: Any) -> Any:

@@ -40,14 +40,19 @@ class World:
         return self.size > 1
 
 
-def init(device_name: str) -> tuple[World, torch.device]:
-    """World from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); the process group where size > 1
-    (NCCL on CUDA, gloo on the CPU); the device of this rank."""
-    world = World(
+def from_env() -> World:
+    """This process's place, from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    return World(
         int(os.environ.get("RANK", 0)),
         int(os.environ.get("WORLD_SIZE", 1)),
         int(os.environ.get("LOCAL_RANK", 0)),
     )
+
+
+def init(device_name: str) -> tuple[World, torch.device]:
+    """World from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); the process group where size > 1
+    (NCCL on CUDA, gloo on the CPU); the device of this rank."""
+    world = from_env()
     device = pick_device(device_name)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)

@@ -109,7 +109,13 @@ def _main(argv: list[str] | None) -> int:
             f"the checkpoint's classes {model.classes} are not the {args.split} split's {split.classes}"
         )
     loader = build_loader(
-        split, cfg.data, train=False, batch_size=cfg.data.batch_size, seed=cfg.run.seed, device=device
+        split,
+        cfg.data,
+        train=False,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.run.seed,
+        device=device,
+        progress=progress,
     )
     metrics = evaluate_loader(model, loader, device, cfg.run, split.classes, progress)
     result = {

@@ -181,7 +181,10 @@ def expand_inputs(items: list[Path]) -> list[Path]:
     clips: list[Path] = []
     for item in items:
         if item.is_dir():
-            clips.extend(videos_in(item) or [item])
+            found = videos_in(item) or [item]
+            if found == [item] and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in item.iterdir()):
+                raise DataError(f"{item}: no videos or frame images (.jpg/.jpeg/.png) in the folder")
+            clips.extend(found)
         else:
             clips.append(item)
     return clips

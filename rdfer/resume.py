@@ -1,5 +1,5 @@
 """Resuming a run from its last.pt: the same config (but the keys RESUME_MAY_CHANGE), weights, optimiser,
-schedule, selector, random state and history."""
+schedule, selector, random state and history; and the repair of a best.pt that a killed run left behind."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from rdfer import checkpoint, runtime
 from rdfer.config import diff, from_dict
-from rdfer.errors import ConfigError
+from rdfer.errors import CheckpointError, ConfigError
 from rdfer.optimization import lr_lambda
+from rdfer.run_log import best_row
 
 if TYPE_CHECKING:
     from rdfer.training import Run
@@ -52,3 +53,31 @@ def restore(run: Run, path: Path) -> None:
         runtime.seed_everything(run.cfg.run.seed + 1000 * run.epoch + run.world.rank)
     if run.world.main:
         print(f"resumed from {path} at epoch {run.epoch + 1}", file=sys.stderr)
+        repair_best(run, state)
+
+
+def repair_best(run: Run, state: dict) -> None:
+    """best.pt as the history names it. A run killed (SIGKILL, power) after last.pt and before best.pt
+    reached the disk leaves an older best.pt, or none: rewritten here from last.pt's weights when last.pt's
+    epoch is the best one (the only case such a kill can leave; a signal waits for both files)."""
+    best = best_row(state["history"])
+    if best is None:
+        return
+    path = run.out / "best.pt"
+    try:
+        held = checkpoint.load(path)["epoch"] + 1 if path.exists() else None
+    except CheckpointError:
+        held = None  # unreadable: rewritten like a missing one
+    if held == best["epoch"]:
+        return
+    if best["epoch"] != state["epoch"] + 1:
+        print(
+            f"warning: {path} is not the best epoch's ({best['epoch']}) and cannot be rebuilt",
+            file=sys.stderr,
+        )
+        return
+    checkpoint.save(path, {k: state[k] for k in checkpoint.BEST_KEYS})
+    print(
+        f"wrote {path} (epoch {best['epoch']}, the best so far), which the run's stop had prevented",
+        file=sys.stderr,
+    )

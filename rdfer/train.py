@@ -14,13 +14,24 @@ from pathlib import Path
 
 from rdfer import cli
 from rdfer.config import Config, load_config
+from rdfer.data.datasets import num_folds
 from rdfer.errors import ConfigError
 from rdfer.training import train
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_folds", "train", "train_folds"]
 
 
+def check_folds(cfg: Config, folds: list[int]) -> None:
+    """Every fold asked for exists, before the first one trains."""
+    n = num_folds(cfg.data.dataset)
+    bad = [k for k in folds if not 1 <= k <= n]
+    if bad:
+        has = "fold 1 only (one official split)" if n == 1 else f"folds 1..{n}"
+        raise ConfigError(f"--folds: {cfg.data.dataset} has {has}, not fold {', '.join(map(str, bad))}")
+
+
 def train_folds(cfg: Config, folds: list[int], progress: bool = True, overwrite: bool = False) -> dict:
+    check_folds(cfg, folds)
     rows, base = [], Path(cfg.run.out)
     for k in folds:
         fold_cfg = load_config(cfg.to_dict(), [f"data.fold={k}", f"run.out={base / f'fold{k}'}"])

@@ -17,7 +17,6 @@ what the agreement, the categories and the weights are.
 from __future__ import annotations
 
 import enum
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rdfer import checkpoint, distributed, runtime
+from rdfer import checkpoint, distributed, environment, runtime, stopping
 from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
@@ -42,7 +41,7 @@ from rdfer.optimization import lr_lambda, param_groups
 from rdfer.resume import restore
 from rdfer.robust.loss import rdfer_loss
 from rdfer.robust.selector import Selector, make_selector
-from rdfer.run_log import check_out, finish, log_row, start_log
+from rdfer.run_log import best_row, check_out, finish, log_row, start_log
 
 
 class Step(enum.Enum):
@@ -113,8 +112,12 @@ def train(
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
     every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
     replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle."""
-    check_out(Path(cfg.run.out), resume is not None, overwrite)
-    world, device = distributed.init(cfg.run.device)
+    lock = check_out(Path(cfg.run.out), resume is not None, overwrite, lock=distributed.from_env().main)
+    try:
+        world, device = distributed.init(cfg.run.device)
+    except BaseException:
+        lock.release()  # e.g. a device that is not here: the folder is free again for the corrected command
+        raise
     run = None
     try:
         run = setup(cfg, world, device, splits, progress and world.main, make_selector)
@@ -141,6 +144,7 @@ def train(
     finally:
         run = None  # the DDP model goes before its process group (distributed.shutdown says why)
         distributed.shutdown(world)
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------------------------- setup
@@ -166,7 +170,7 @@ def setup(
         check_loader(cfg.data)
     train_split, test_split = splits
     batch_size = cfg.data.batch_size // world.size
-    check_splits(train_split, test_split, batch_size, cfg.data.skip_bad)
+    check_splits(train_split, test_split, batch_size, cfg.data.skip_bad, progress)
     run = learner(cfg, world, device, train_split, progress, make)
     run.train_loader, run.test_loader = _loaders(
         cfg, world, device, train_split, test_split, batch_size, progress
@@ -317,7 +321,7 @@ class _Heartbeat:
     so a log file shows that a long epoch is moving."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.every = enabled, float(os.environ.get("RDFER_LOG_SECONDS", 60))
+        self.enabled, self.every = enabled, environment.number("RDFER_LOG_SECONDS", 60)
         self.t0 = self.last = time.perf_counter()
 
     def maybe(self, text: str) -> None:
@@ -406,11 +410,17 @@ def test_epoch(run: Run) -> dict:
 
 def end_epoch(run: Run, row: dict) -> None:
     """Log the row and write last.pt (and best.pt at the best test WAR so far), on rank 0. Weights that are no
-    longer finite stop the run here, before anything of the epoch is written."""
+    longer finite stop the run here, before anything of the epoch is written. A stop (rdfer.stopping) waits
+    for the epoch's log and both checkpoints: they never disagree."""
     check_finite(run)
     run.history.append(row)
     if not run.world.main:
         return
+    with stopping.deferred():
+        _write_epoch(run, row)
+
+
+def _write_epoch(run: Run, row: dict) -> None:
     if run.rewrite_log:
         start_log(run)
     log_row(run, row)
@@ -429,10 +439,8 @@ def end_epoch(run: Run, row: dict) -> None:
         "world": run.world.size,
     }
     run.checkpoints.save(run.out / "last.pt", state)
-    if "test_war" in row and row["test_war"] >= max(h.get("test_war", -1) for h in run.history):
-        run.checkpoints.save(
-            run.out / "best.pt", {k: state[k] for k in ("epoch", "config", "classes", "model")}
-        )
+    if best_row(run.history) is row:
+        run.checkpoints.save(run.out / "best.pt", {k: state[k] for k in checkpoint.BEST_KEYS})
 
 
 def check_finite(run: Run) -> None:

@@ -7,6 +7,7 @@ SynthDFER `tiny` and a tiny checkpoint trained once for this module."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -329,3 +330,83 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
         train_main(["--config", str(bad)])
     monkeypatch.delenv("RDFER_DEBUG")
     assert os.environ.get("RDFER_DEBUG") is None
+
+
+# ------------------------------------------------------------------------------------------ second round
+
+
+@pytest.mark.parametrize("how", ["checked_first", "write_fails"])
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(
+    trained, tiny_root, tmp_path, capsys, monkeypatch, how
+):
+    from rdfer import files
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained, folder)
+    before = (folder / "last.pt").read_bytes()
+    if how == "checked_first":
+        monkeypatch.setattr(files, "free_bytes", lambda folder: 1000)
+    else:  # the room went while writing (another job, a quota)
+
+        def no_room(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(files.os, "fsync", no_room)
+    code = train_main(train_args(tiny_root, folder, "--resume", "optim.epochs=2"))
+    one_line_error(capsys, code, 1, "last.pt", "no room on the disk", "needs", "free")
+    assert (folder / "last.pt").read_bytes() == before
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_folds_are_checked_before_the_first_trains(tiny_root, tmp_path, capsys):
+    out = tmp_path / "o"
+    one_line_error(capsys, train_main(train_args(tiny_root, out, "--folds", "1-9")), 2, "fold 1 only", "2")
+    assert not out.exists()
+
+
+def test_an_empty_environment_variable_is_unset(monkeypatch, tmp_path):
+    from rdfer.data.cache import frame_cache_dir
+    from rdfer.data.prepare import cache_dir
+    from rdfer.ops import dispatch
+    from rdfer.training import _Heartbeat
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("RDFER_CACHE", "RDFER_FRAME_CACHE", "RDFER_KERNELS", "RDFER_LOG_SECONDS"):
+        monkeypatch.setenv(name, "")
+    assert cache_dir() == Path.home() / ".cache" / "rdfer"  # not ./ of wherever the command runs
+    assert frame_cache_dir() == Path.home() / ".cache" / "rdfer" / "frames"
+    assert dispatch.mode() == "auto"
+    assert _Heartbeat(enabled=True).every == 60
+
+
+def test_a_likely_typo_among_manifest_classes_is_named(tmp_path, capsys):
+    from rdfer.data.datasets import load_split
+
+    rows = [f"c{i},{'happy' if i % 2 else 'sad'}" for i in range(199)] + ["c199,hapy"]
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    split = load_split("manifest", tmp_path / "train.csv", "train")
+    assert split.classes == ("happy", "hapy", "sad")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "'hapy' (1 clips)" in err and "'sad'" not in err
+
+
+def test_evaluate_no_progress_prints_no_bar(trained, capsys):
+    assert evaluate_main(["--checkpoint", str(trained / "best.pt"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err, err
+
+
+def test_predict_a_folder_without_clips(trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no clips here")
+    code = predict_main([str(empty), "--checkpoint", str(trained / "best.pt")])
+    one_line_error(capsys, code, 1, str(empty), "no videos or frame images")
+
+
+def test_ties_go_to_the_first_best_epoch():
+    from rdfer.run_log import best_row
+
+    history = [{"epoch": 1, "test_war": 0.5}, {"epoch": 2}, {"epoch": 3, "test_war": 0.5}]
+    assert best_row(history)["epoch"] == 1
+    assert best_row([{"epoch": 1}]) is None

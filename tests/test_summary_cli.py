@@ -193,7 +193,7 @@ def test_verify_manifest_with_videos(capsys, tmp_path):
 def test_verify_keeps_going_when_the_checker_fails(capsys, tmp_path, monkeypatch):
     # The summary's own bookkeeping, with a stand-in checker: several problems per clip, and a checker that
     # raises on one clip must not hide the problems of the clips after it.
-    def verify_record(record):
+    def verify_record(record, whole=True):
         if record.key == "00002":
             raise RuntimeError("decoder crashed")
         return [f"problem {i} of {record.key}" for i in range(int(record.key) % 3)]

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rdfer import environment
 from rdfer.data.records import Split
 
 FORMAT = 1
@@ -54,7 +55,7 @@ class CacheSpaceError(OSError):
 def frame_cache_dir() -> Path:
     from rdfer.data.prepare import cache_dir
 
-    env = os.environ.get("RDFER_FRAME_CACHE")
+    env = environment.get("RDFER_FRAME_CACHE")
     return Path(env) if env else cache_dir() / "frames"
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +109,27 @@ def manifest_files(
 def _load_manifest(root: Path, split: str, test_manifest: Any, classes: Any) -> Split:
     train, test = manifest_files(root, test_manifest)
     if split == "train":
-        return read_manifest(train, classes, split)
+        read = read_manifest(train, classes, split)
+        if classes is None:
+            _warn_rare_classes(read, train)
+        return read
     if classes is None:
         if not test.is_file():  # name the file the caller asked for, not the train file read for its classes
             raise DataError(f"{test}: manifest file not found")
         classes = read_manifest(train).classes
     return read_manifest(test, classes, split)
+
+
+def _warn_rare_classes(split: Split, path: Path) -> None:
+    """Classes taken from a manifest's words: one with under 1% of the clips is likely a typo of another."""
+    counts = dict(zip(split.classes, split.class_counts(), strict=True))
+    rare = [f"{name!r} ({n} clips)" for name, n in counts.items() if n < 0.01 * len(split)]
+    if rare:
+        print(
+            f"warning: {path}: classes with under 1% of the {len(split)} clips: {', '.join(rare)}; a typo? "
+            "data.options={classes: [...]} fixes the class list (and then refuses a label outside it)",
+            file=sys.stderr,
+        )
 
 
 def _check_dataset(dataset: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from rdfer.data.records import ClipRecord, DataError
 
@@ -106,19 +106,90 @@ def count_frames(path: Path) -> int:
     return n
 
 
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})  # 16-bit grey PNGs open as one of these
+_ALPHA = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _opaque(img: Image.Image, path: Path) -> Image.Image:
+    """Drop an alpha channel that is all opaque; a frame with see-through pixels is refused: what lies behind
+    them is not in the file, and the decoders would each guess a different background."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode not in _ALPHA:
+        return img
+    low, _ = img.getchannel("A").getextrema()
+    if low < 255:
+        raise DataError(f"{path}: the frame has transparent pixels (mode {img.mode}): save it without alpha")
+    return img.convert("RGB")
+
+
+def frame_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """A loaded frame image as RGB, as a viewer shows it: turned as its EXIF orientation says (phones write
+    it there), 16-bit grey scaled to 8 bits (PIL's own conversion clips it to white), palette, grey and CMYK
+    converted; see-through and unknown modes refused with a DataError naming the file."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _SIXTEEN_BIT:
+        wide = np.asarray(img, dtype=np.int64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise DataError(
+                f"{path}: a {img.mode} frame with values outside 16 bits is not an image rdfer reads"
+            )
+        img = Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L")
+    img = _opaque(img, path)
+    if img.mode not in ("RGB", "L", "1", "P", "CMYK", "YCbCr"):
+        raise DataError(
+            f"{path}: image mode {img.mode} is not a frame rdfer reads (RGB, grey, palette, CMYK)"
+        )
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 def _decode_image(path: Path, size: int) -> np.ndarray:
     """An image file as uint8 [size, size, 3] RGB; load() forces the full decode so truncation fails here."""
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            rgb = frame_rgb(img, path)
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(rgb)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{path}: missing file") from e
     except Exception as e:  # corrupt data surfaces as OSError, SyntaxError, ValueError, struct.error ...
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+# What a whole file ends with; a file that ends so, in a mode read without looking at its pixels, is taken as
+# whole by the quick check (anything else is decoded to find out).
+_TRAILERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+_PLAIN_MODES = frozenset({"RGB", "L", "1", "CMYK", "YCbCr"} | _SIXTEEN_BIT)
+
+
+def _looks_whole(img: Image.Image, path: Path) -> bool:
+    trailer = _TRAILERS.get(img.format or "")
+    if trailer is None or img.mode not in _PLAIN_MODES:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-min(len(trailer), f.seek(0, 2)), 2)
+        return f.read() == trailer
+
+
+def check_image(path: Path, whole: bool = True) -> str | None:
+    """The problem of one frame image, or None when it reads as a frame. `whole`: every byte is decoded (a
+    JPEG at an eighth of its size, which still reads all its data) and converted as when read. Otherwise its
+    header is read and its last bytes looked at, and only a file that does not look whole is decoded."""
+    try:
+        with Image.open(path) as img:
+            if whole or not _looks_whole(img, path):
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+                frame_rgb(img, path)
+    except DataError as e:
+        return str(e)
+    except Exception as e:
+        return f"{path}: cannot decode image ({type(e).__name__}: {e})"
+    return None
 
 
 def _plan(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,8 +284,9 @@ def read_clip(path: Path, indices: np.ndarray, size: int) -> np.ndarray:
     return _read_video(path, _check_indices(indices), size)
 
 
-def verify_record(record: ClipRecord) -> list[str]:
-    """Every problem of a clip's files as "<file>: <problem>" strings; [] when every frame decodes."""
+def verify_record(record: ClipRecord, whole: bool = True) -> list[str]:
+    """Every problem of a clip's files as "<file>: <problem>" strings; [] when every frame decodes. Without
+    `whole`, the quick check: frame images by check_image(whole=False), a video by opening its container."""
     path = Path(record.path)
     if not path.exists():
         return [_missing(path)]
@@ -223,18 +295,14 @@ def verify_record(record: ClipRecord) -> list[str]:
             files = list_frames(path)
         except DataError as e:
             return [str(e)]
-        problems = []
-        for f in files:
-            try:
-                with Image.open(f) as img:
-                    img.load()
-            except Exception as e:
-                problems.append(f"{f}: cannot decode image ({type(e).__name__}: {e})")
-        return problems
+        return [p for p in (check_image(f, whole) for f in files) if p is not None]
     try:
         container, stream = open_video(path)
     except DataError as e:
         return [str(e)]
+    if not whole:
+        container.close()
+        return []
     declared = stream.frames
     decoded = 0
     try:

@@ -3,12 +3,14 @@ when the config asks for the synthetic benchmark without a root."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 import torch
 
+from rdfer import environment
 from rdfer.config import ConfigError, DataConfig
 from rdfer.data.datasets import load_split
 from rdfer.data.loader import make_loader
@@ -17,7 +19,7 @@ from rdfer.errors import DataError
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RDFER_CACHE", Path.home() / ".cache" / "rdfer"))
+    return Path(environment.get("RDFER_CACHE") or Path.home() / ".cache" / "rdfer")
 
 
 def resolve_root(data: DataConfig, progress: bool = True) -> Path:
@@ -161,9 +163,10 @@ def load_splits(data: DataConfig, progress: bool = True) -> tuple[Split, Split]:
     return tuple(load_split(data.dataset, root, s, data.fold, **options) for s in ("train", "test"))
 
 
-def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> None:
+def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool, progress: bool = False) -> None:
     """Before any training: both splits hold clips, enough training clips for one batch, and their files
-    exist (all of them, or with data.skip_bad at least one per split)."""
+    exist (all of them, or with data.skip_bad at least one per split); without data.skip_bad, every frame
+    image reads as a frame and every video opens (the quick check: rdfer.data.frames.verify_record)."""
     if len(train) < batch_size:
         raise ConfigError(
             f"data.batch_size ({batch_size} per process) is larger than the training split "
@@ -179,3 +182,29 @@ def check_splits(train: Split, test: Split, batch_size: int, skip_bad: bool) -> 
                 "check --root"
                 + ("" if skip_bad else " (data.skip_bad=true leaves missing clips out and lists them)")
             )
+    if not skip_bad:
+        _check_frames(train, test, progress)
+
+
+# Clips this process has checked and found good: the folds of one dataset (--folds) and the runs of one
+# experiment share their clips, and each would otherwise check them all again.
+_CHECKED: set[str] = set()
+
+
+def _check_frames(train: Split, test: Split, progress: bool) -> None:
+    from rdfer.data.summary import verify_splits
+
+    todo = {
+        s.name: dataclasses.replace(s, records=[r for r in s.records if str(r.path) not in _CHECKED])
+        for s in (train, test)
+    }
+    found = verify_splits(todo, os.cpu_count() or 1, whole=False, progress=progress)
+    bad = {p["path"] for p in found}
+    _CHECKED.update(str(r.path) for s in todo.values() for r in s.records if str(r.path) not in bad)
+    if found:
+        clips = len({(p["split"], p["key"]) for p in found})
+        raise DataError(
+            f"{clips} of the {len(train) + len(test)} clips do not read, e.g. {found[0]['problem']}: fix or "
+            "remove them (python -m rdfer.data summary --verify lists every problem; data.skip_bad=true "
+            "leaves them out)"
+        )

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="open every clip's frames or video and list every problem found"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--workers",
         type=int,
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         "splits": {name: _counts(split) for name, split in splits.items()},
     }
     if args.verify:
-        report["problems"] = problems = verify_splits(splits, workers=args.workers)
+        progress = not args.no_progress and sys.stderr.isatty()
+        report["problems"] = problems = verify_splits(splits, workers=args.workers, progress=progress)
         clips = sum(len(s) for s in splits.values())
         bad = len({(p["split"], p["key"]) for p in problems})
         print(f"verify: {clips} clips checked, {len(problems)} problems in {bad} clips", file=sys.stderr)
@@ -85,14 +87,17 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.get("problems") else 0
 
 
-def verify_splits(splits: dict[str, Split], workers: int = 1) -> list[dict[str, str]]:
-    """Every problem of every clip, as {"split", "key", "path", "problem"}, in split then record order."""
+def verify_splits(
+    splits: dict[str, Split], workers: int = 1, whole: bool = True, progress: bool = True
+) -> list[dict[str, str]]:
+    """Every problem of every clip, as {"split", "key", "path", "problem"}, in split then record order.
+    `whole`: decode every frame and video (else the quick check of rdfer.data.frames.verify_record)."""
     # Imported here: frames.py holds the decoders, which a plain summary does not need.
     from rdfer.data.frames import verify_record
 
     def check(record: ClipRecord) -> list[str]:
         try:
-            return verify_record(record)
+            return verify_record(record, whole)
         except Exception as e:  # noqa: BLE001 - one clip that breaks the checker must not hide the others
             return [f"could not be checked: {type(e).__name__}: {e}"]
 
@@ -101,7 +106,14 @@ def verify_splits(splits: dict[str, Split], workers: int = 1) -> list[dict[str, 
     # Threads: image and video decoding release the GIL; map keeps the records' order.
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(jobs), desc="verify", unit="clip", file=sys.stderr) as bar,
+        tqdm(
+            total=len(jobs),
+            desc="verify" if whole else "checking frames",
+            unit="clip",
+            file=sys.stderr,
+            disable=not progress,
+            leave=whole,
+        ) as bar,
     ):
         for (name, record), found in zip(jobs, pool.map(check, (r for _, r in jobs)), strict=False):
             problems += [

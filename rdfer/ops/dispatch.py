@@ -20,13 +20,15 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from rdfer import environment
+
 
 class ExtensionWarning(UserWarning):
     """rdfer._C is missing, built for another torch, or without the CUDA kernels this machine could use."""
 
 
 def mode() -> str:
-    value = os.environ.get("RDFER_KERNELS", "auto").lower()
+    value = environment.get("RDFER_KERNELS", "auto").lower()
     if value not in ("auto", "reference", "fast"):
         raise ValueError(f"RDFER_KERNELS must be auto, reference or fast, got {value!r}")
     return value
