@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_model import CLASSES, frames, small_config  # pytest puts tests/ on the path
 
-from rdfer.config import ConfigError, load_config
+from rdfer.config import ConfigError
 from rdfer.data.synth import ClipTruth, generate
 from rdfer.experiments import architecture
 from rdfer.experiments.architecture_report import stat, targets
@@ -26,27 +27,6 @@ from rdfer.models import RDFER
 from rdfer.models.peer import MILPeer
 from rdfer.models.placement import random_centers, uniform_centers
 from rdfer.ops.resample import clip_indices_reference
-
-CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-
-
-def small_config(*extra: str):
-    base = [
-        "model.encoder=small",
-        "model.feature_dim=16",
-        "model.lstm_hidden=8",
-        "model.heads=2",
-        "data.num_frames=16",
-        "model.synopsis_frames=8",
-        "model.clip_length=2",
-        "model.clips=4",
-    ]
-    return load_config(None, [*base, *extra])
-
-
-def frames(b=3, t=16, size=32):
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (b, t, 3, size, size), dtype=torch.uint8, generator=g)
 
 
 def truth(reason="short_apex", n=20, apex=(9, 10), distractor=None, true_label=1) -> ClipTruth:
@@ -132,7 +112,7 @@ def test_uniform_and_random_placements():
 
 @pytest.mark.parametrize("how", ["uniform", "random"])
 def test_the_detail_clips_go_where_the_variant_says(how):
-    model = RDFER(small_config(f"model.detail_clips={how}"), CLASSES).eval()
+    model = RDFER(small_config(**{"model.detail_clips": how}), CLASSES).eval()
     out = model(frames(), sample_ids=torch.tensor([0, 1, 2]))
     expected = {
         "uniform": uniform_centers(3, 4, 16),
@@ -147,13 +127,13 @@ def test_the_detail_clips_go_where_the_variant_says(how):
 
 
 def test_synopsis_only_builds_no_detail_stream_and_predicts_from_the_synopsis():
-    model = RDFER(small_config("model.detail_clips=off"), CLASSES).eval()
+    model = RDFER(small_config(**{"model.detail_clips": "off"}), CLASSES).eval()
     assert not any(n.startswith(("detail", "channel_attention")) for n, _ in model.named_parameters())
     out = model(frames())
     assert torch.equal(out["logits"], out["synopsis_video_logits"])
     assert "clip_indices" not in out
     with pytest.raises(ConfigError, match="learned_positions"):
-        small_config("model.detail_clips=off", "model.learned_positions=true")
+        small_config(**{"model.detail_clips": "off", "model.learned_positions": "true"})
 
 
 def test_the_clip_placer_replaces_the_key_positions_in_training_and_at_test():
@@ -175,7 +155,7 @@ def test_the_peer_encodes_the_same_frame_budget_and_trains_every_parameter():
     model.train()(frames())["logits"].sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     with pytest.raises(ValueError, match="instances of 4"):
-        MILPeer(small_config("model.clip_length=3"), CLASSES)
+        MILPeer(small_config(**{"model.clip_length": 3}), CLASSES)
 
 
 # ------------------------------------------------------------------------------------------- the report

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rdfer.config import Config, ConfigError, load_config
 from rdfer.data.prepare import load_splits, resolve_root
@@ -92,14 +91,12 @@ PRESETS: dict[str, Preset] = {
         "3 seeds, 18 epochs: about 90 minutes on 2 CPU cores (estimated, not yet run)",
     ),
 }
-_FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
+_FIXED = common.FIXED
 
 
 def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
     """Every run's base config: `quick` <- the preset <- the user's overrides <- clean SynthDFER."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    return load_config("quick", [*PRESETS[preset].overrides, *overrides, *_FIXED])
+    return common.base_config(PRESETS, preset, overrides)
 
 
 def truths(base: Config, splits: tuple[Split, Split]) -> tuple[list[ClipTruth], list[ClipTruth]]:
@@ -223,40 +220,21 @@ def _kinds(rows: list[ClipTruth]) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m rdfer.experiments.architecture",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--preset",
-        default="quick",
-        choices=list(PRESETS),
-        help="; ".join(f"{k}: {v.note}" for k, v in PRESETS.items()),
-    )
+    presets = "; ".join(f"{k}: {v.note}" for k, v in PRESETS.items())
+    p = common.parser("rdfer.experiments.architecture", __doc__, list(PRESETS), presets)
     p.add_argument("--out", help="output folder (default runs/architecture-PRESET)")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: the preset's)")
     p.add_argument(
         "--settings", help="comma-separated label-noise settings (default symmetric-0,symmetric-20)"
     )
-    p.add_argument("--noise-seed", type=int, default=0, help="seed of the label flips (default 0)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a shared machine more threads spin and run slower)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. optim.epochs=10")
+    common.add_run_arguments(p, "optim.epochs=10")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
-    command = "python -m rdfer.experiments.architecture " + " ".join(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(max(args.threads, 1))
+    split, command = common.comma_list, common.start("rdfer.experiments.architecture", argv, args.threads)
     try:
         seeds = None if args.seeds is None else [int(s) for s in split(args.seeds)]
     except ValueError:

@@ -30,9 +30,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,6 +45,8 @@ from rdfer.data.records import DataError, Split
 from rdfer.data.synth import PRESETS as SYNTH_PRESETS
 from rdfer.data.synth import load_ground_truth
 from rdfer.data.synth.noise import flip_labels
+from rdfer.experiments import common
+from rdfer.experiments.common import describe_device
 from rdfer.experiments.judge import judge, true_categories
 from rdfer.experiments.noise_report import markdown, plot_accuracy, plot_histograms
 from rdfer.robust.oracle import OracleSelector
@@ -89,14 +89,12 @@ PRESETS: dict[str, Preset] = {
         "under 90 minutes on 2 CPU cores",
     ),
 }
-_FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
+_FIXED = common.FIXED
 
 
 def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
     """Every run's base config: `quick` <- the preset <- the user's overrides <- clean SynthDFER `noise`."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    return load_config("quick", [*PRESETS[preset].overrides, *overrides, *_FIXED])
+    return common.base_config(PRESETS, preset, overrides)
 
 
 def noisy_split(split: Split, given: np.ndarray) -> Split:
@@ -112,10 +110,6 @@ def selector_factory(method: str, truth: np.ndarray):
     return functools.partial(OracleSelector, noisy=torch.as_tensor(truth == 2))
 
 
-def _labels_digest(given: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(given, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
 def run_one(
     cfg: Config,
     splits: tuple[Split, Split],
@@ -129,13 +123,10 @@ def run_one(
     from rdfer.training import train
 
     out = Path(cfg.run.out)
-    key = {"config": cfg.to_dict(), "labels": _labels_digest(given)}
-    done = out / "result.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("key") == key:
-            print(f"{info['setting']}/{info['method']}: reusing {done}", file=sys.stderr)
-            return previous
+    key = {"config": cfg.to_dict(), "labels": common.labels_digest(given)}
+    previous = common.finished(out, key, f"{info['setting']}/{info['method']}")
+    if previous is not None:
+        return previous
     t0 = time.perf_counter()
     train_split, test_split = splits
     make = selector_factory(info["method"], truth)
@@ -158,8 +149,7 @@ def run_one(
         "history": summary["history"],
         "seconds": time.perf_counter() - t0,
     }
-    done.write_text(json.dumps(result) + "\n")
-    return result
+    return common.save_result(out, key, result)
 
 
 def ground_truth(base: Config, train_split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,29 +243,9 @@ def describe(
     }
 
 
-def describe_device() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = [f"model name: {platform.processor()}"]
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-    return f"{model}, {torch.get_num_threads()} torch thread(s) (CPU only)"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m rdfer.experiments.noise",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--preset",
-        default="quick",
-        choices=list(PRESETS),
-        help="; ".join(f"{k}: {', '.join(v.settings)}, {v.note}" for k, v in PRESETS.items()),
-    )
+    presets = "; ".join(f"{k}: {', '.join(v.settings)}, {v.note}" for k, v in PRESETS.items())
+    p = common.parser("rdfer.experiments.noise", __doc__, list(PRESETS), presets)
     p.add_argument("--out", help="output folder (default runs/noise-PRESET)")
     p.add_argument(
         "--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: the preset's)"
@@ -284,23 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         help=f"comma-separated subset of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
     )
-    p.add_argument("--noise-seed", type=int, default=0, help="seed of the label flips (default 0)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a shared machine more threads spin and run slower)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. data.synth_seed=1")
+    common.add_run_arguments(p, "data.synth_seed=1")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
-    command = "python -m rdfer.experiments.noise " + " ".join(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(max(args.threads, 1))
+    split, command = common.comma_list, common.start("rdfer.experiments.noise", argv, args.threads)
     try:
         report = run_experiment(
             args.preset,
