@@ -67,8 +67,10 @@ class ModelConfig:
     learned_positions: bool = False  # package's choice: off (the index path carries no gradient to it)
     output: str = "detail"  # detail | average (of detail and synopsis video logits)
     # Package's choice, for the architecture experiment (rdfer.experiments.architecture): where the detail
-    # stream's K clips go. key: the key positions (the paper's re-sampling); uniform: evenly spaced; random:
-    # drawn per step in training, fixed per clip at test; off: no detail stream, the synopsis stream predicts.
+    # stream's K clips go. key: the key positions (the paper's re-sampling: one clip per class, K classes);
+    # top: all K on the most probable instances of the class that peaks highest; uniform: evenly spaced;
+    # random: drawn per step in training, fixed per clip at test; off: no detail stream, the synopsis stream
+    # predicts.
     detail_clips: str = "key"
     dropout: float = 0.0
 
@@ -154,7 +156,7 @@ _CHOICES = {
     ("data", "synth_noise_kind"): ("symmetric", "pairs"),
     ("model", "encoder"): ("resnet18", "resnet50", "small"),
     ("model", "output"): ("detail", "average"),
-    ("model", "detail_clips"): ("key", "uniform", "random", "off"),
+    ("model", "detail_clips"): ("key", "top", "uniform", "random", "off"),
     ("robust", "method"): ("rdfer", "small_loss", "agreement", "elr", "oracle"),
     ("run", "amp"): ("auto", "bf16", "off"),
     ("run", "channels_last"): ("auto", "on", "off"),

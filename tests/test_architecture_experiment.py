@@ -16,6 +16,7 @@ from rdfer.experiments import architecture
 from rdfer.experiments.architecture_report import stat, targets
 from rdfer.experiments.positions import (
     ApexPlacer,
+    any_clip_chance,
     apex_centers,
     grid_hits,
     hit_rates,
@@ -25,7 +26,7 @@ from rdfer.experiments.positions import (
 )
 from rdfer.models import RDFER
 from rdfer.models.peer import MILPeer
-from rdfer.models.placement import random_centers, uniform_centers
+from rdfer.models.placement import random_centers, top_class_centers, uniform_centers
 from rdfer.ops.resample import clip_indices_reference
 
 
@@ -110,13 +111,25 @@ def test_uniform_and_random_placements():
     assert not torch.equal(a, b)  # a fresh draw per training step
 
 
-@pytest.mark.parametrize("how", ["uniform", "random"])
+def test_top_class_clips_sit_on_the_peaks_of_the_class_that_peaks_highest():
+    probs = torch.full((1, 8, 3), 0.1)
+    probs[0, [1, 6], 0] = 0.5  # class 0 peaks at 0.5
+    probs[0, [2, 3, 4, 5], 1] = torch.tensor([0.6, 0.3, 0.4, 0.2])  # class 1 peaks highest, at 2 then 4, 3
+    # Instances 2, 3, 4 and one of the 0.1s in time order, on 16 frames: (i + 0.5) * 2 - 0.5.
+    centers = top_class_centers(probs, 3, 16)
+    assert torch.equal(centers, torch.tensor([[4.5, 6.5, 8.5]]))
+    with pytest.raises(ValueError, match="K"):
+        top_class_centers(probs, 9, 16)
+
+
+@pytest.mark.parametrize("how", ["uniform", "random", "top"])
 def test_the_detail_clips_go_where_the_variant_says(how):
     model = RDFER(small_config(**{"model.detail_clips": how}), CLASSES).eval()
     out = model(frames(), sample_ids=torch.tensor([0, 1, 2]))
     expected = {
         "uniform": uniform_centers(3, 4, 16),
         "random": random_centers(3, 4, 16, False, torch.arange(3)),
+        "top": top_class_centers(out["synopsis_instance_logits"].float().softmax(-1), 4, 16),
     }
     assert torch.equal(out["clip_centers"], expected[how])
     assert torch.equal(
@@ -222,7 +235,7 @@ def test_reduced_experiment_writes_the_issues_rows(reduced):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
     assert [(r["setting"], r["variant"], r["seed"]) for r in saved["runs"]] == [
-        (s, v, 0) for s in ("symmetric-0", "symmetric-20") for v in architecture.VARIANTS
+        (s, v, 0) for s in ("symmetric-0", "symmetric-20") for v in architecture.DEFAULT_VARIANTS
     ]
     for r in saved["runs"]:
         assert set(r) == {"variant", "setting", "seed", "test", "hit_rate", "clips_per_s"}
@@ -270,3 +283,13 @@ def test_unknown_variant_seed_or_preset_is_a_clear_error(capsys):
     assert "--seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         architecture.main(["--preset", "huge"])
+
+
+def test_some_of_k_random_clips_hit_a_window_more_often_than_one():
+    rows = [
+        truth(apex=(9, 10)),
+        truth("distractor", apex=(1, 8), distractor=(15, 18)),
+        truth("", apex=(3, 12)),
+    ]
+    levels = any_clip_chance(rows, 4)
+    assert levels["apex"] == pytest.approx(1 - 0.9**4) and levels["distractor"] == pytest.approx(1 - 0.8**4)

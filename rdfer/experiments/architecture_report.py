@@ -178,7 +178,8 @@ def markdown(report: dict, variants: dict) -> str:
         "positions). Apex hit: on short_apex clips, the true class's key clip centred in the apex window "
         "(rdfer), or some clip centred in it (the variants without key classes); distractor hit: on "
         "distractor clips, some clip centred in the distractor window; chance: the window's share of the "
-        "clip's frames. Key "
+        "clip's frames (for 'some of the K clips', placed at random: "
+        f"{_any_chance(report)}). Key "
         "positions on the apex: where the synopsis stream's key positions point (true class), whatever the "
         "variant does with them; grid ceiling: short_apex clips whose apex holds one of the synopsis_frames "
         "positions a key can take, the most any key re-sampling can hit.",
@@ -194,6 +195,11 @@ def markdown(report: dict, variants: dict) -> str:
             *checks,
         ]
     return "\n".join(lines) + "\n"
+
+
+def _any_chance(report: dict) -> str:
+    levels = report.get("chance_any_clip") or {}
+    return ", ".join(f"{k} {100 * v:.1f}%" for k, v in levels.items() if v is not None) or "n/a"
 
 
 def plot(report: dict, path: Path) -> None:

@@ -75,6 +75,24 @@ def grid_hits(rows: list[ClipTruth], positions: int, t: int) -> float | None:
     return float(np.mean(hits)) if hits else None
 
 
+def any_clip_chance(rows: list[ClipTruth], k: int) -> dict[str, float | None]:
+    """The chance that some of K clips placed uniformly at random lands in the window, 1 - (1 - w)^K, on
+    the short_apex clips' apex and the distractor clips' distractor: the level of a 'some clip' hit."""
+
+    def level(reason: str, start: str, end: str) -> float | None:
+        shares = [
+            (getattr(r, end) - getattr(r, start) + 1) / r.num_frames
+            for r in rows
+            if r.hard_reason == reason and getattr(r, start)
+        ]
+        return float(np.mean([1 - (1 - w) ** k for w in shares])) if shares else None
+
+    return {
+        "apex": level("short_apex", "apex_start", "apex_end"),
+        "distractor": level("distractor", "distractor_start", "distractor_end"),
+    }
+
+
 def _share(flags: list[bool]) -> float | None:
     return float(np.mean(flags)) if flags else None
 

@@ -39,6 +39,19 @@ def random_centers(
     return (u.to(device=device, dtype=torch.float32) * (num_frames - 1)).sort(dim=1).values
 
 
+def top_class_centers(probs: Tensor, k: int, num_frames: int) -> Tensor:
+    """All K clips on the class that peaks highest (the first key class): its K most probable synopsis
+    instances, mapped to the timeline as the key positions are ((i + 0.5) * T / Ls - 0.5), in time order.
+    The key positions put one clip on each of K classes, so at most one lands on the target expression."""
+    b, ls, _ = probs.shape
+    if not 1 <= k <= ls:
+        raise ValueError(f"top-class clips need K ({k}) <= synopsis instances ({ls})")
+    top = probs.max(dim=1).values.argmax(dim=1)  # [B]; ties: the lower class, as key_positions
+    curve = probs.gather(2, top.view(b, 1, 1).expand(b, ls, 1)).squeeze(2)  # [B, Ls]
+    instances = curve.topk(k, dim=1).indices.sort(dim=1).values.float()
+    return (instances + 0.5) * (num_frames / ls) - 0.5
+
+
 def centers(
     how: str,
     batch: int,

@@ -129,7 +129,8 @@ class RDFER(nn.Module):
         syn_inst, syn_video, syn_bag = self.synopsis(syn_feats)
 
         with torch.no_grad():
-            keys, _ = key_positions(syn_inst.detach().float().softmax(-1), k, t)
+            probs = syn_inst.detach().float().softmax(-1)
+            keys, _ = key_positions(probs, k, t)
             keys = keys.sort(dim=1, stable=True).values  # clips in time order for the detail BiLSTM
         out = dict(synopsis_video_logits=syn_video, synopsis_instance_logits=syn_inst)
         out.update(key_positions=keys, synopsis_indices=syn_idx)
@@ -138,7 +139,7 @@ class RDFER(nn.Module):
             # selectors and prediction read the same fields.
             out.update(logits=syn_video, detail_video_logits=syn_video, detail_instance_logits=syn_inst)
             return out
-        centers, strides = self._place(keys, syn_bag, t, sample_ids, generator, out)
+        centers, strides = self._place(keys, probs, syn_bag, sample_ids, generator, out)
         det_idx = clip_indices(centers, strides.detach(), c.clip_length, t)
         det_feats = self._encode(self.detail_encoder, frames, det_idx, c.clip_length, augment).mean(dim=2)
         gate = torch.sigmoid(self.channel_attention(syn_bag))
@@ -157,15 +158,15 @@ class RDFER(nn.Module):
     def _place(
         self,
         keys: Tensor,
+        probs: Tensor,
         syn_bag: Tensor,
-        t: int,
         sample_ids: Tensor | None,
         generator: torch.Generator | None,
         out: dict,
     ) -> tuple[Tensor, Tensor]:
         """The detail clips' centres and strides [B, K]: the key positions (the default), the learned head's,
         the experiment's placer's, or model.detail_clips' baseline placement."""
-        c, (b, k) = self.config.model, keys.shape
+        c, (b, k), t = self.config.model, keys.shape, self.config.data.num_frames
         if self.position_head is not None:
             raw = self.position_head(syn_bag).view(b, 2, k)
             predicted = ((torch.tanh(raw[:, 0]) + 1) * 0.5 * (t - 1)).sort(dim=1).values
@@ -175,6 +176,8 @@ class RDFER(nn.Module):
             centers = self.clip_placer(sample_ids, self.training, t).to(keys.device)
         elif c.detail_clips == "key":
             centers = keys
+        elif c.detail_clips == "top":
+            centers = placement.top_class_centers(probs, k, t)
         else:
             centers = placement.centers(
                 c.detail_clips, b, k, t, self.training, sample_ids, generator, keys.device
