@@ -223,7 +223,7 @@ def reduced(tmp_path_factory):
         mp.setenv("RDFER_CACHE", str(cache))
         torch.set_num_threads(1)
         report = architecture.run_experiment(
-            "quick", out, seeds=[0], overrides=overrides, progress=False, command="test"
+            "quick", out, seeds=[0], overrides=overrides, progress=False, command="test", cost_rounds=1
         )
     return report, out, overrides, cache
 
@@ -247,6 +247,8 @@ def test_reduced_experiment_writes_the_issues_rows(reduced):
         if places:
             assert set(r["hit_rate"]) == {"apex", "apex_chance", "distractor", "distractor_chance"}
             assert 0 < r["hit_rate"]["apex_chance"] < 0.5
+    assert set(saved["step_clips_per_s"]) == set(architecture.DEFAULT_VARIANTS)
+    assert all(rate > 0 for rate in saved["step_clips_per_s"].values())
     oracle = [r for r in saved["runs"] if r["variant"] == "apex-clips"]
     assert all(r["hit_rate"]["apex"] == 1.0 for r in oracle)
     assert "Targets of issue 22" in (out / "results.md").read_text()
@@ -271,7 +273,7 @@ def test_finished_runs_are_reused(reduced, monkeypatch):
 
     monkeypatch.setattr("rdfer.training.train", refuse)
     again = architecture.run_experiment(
-        "quick", out, ["rdfer"], [0], ["symmetric-0"], overrides, progress=False
+        "quick", out, ["rdfer"], [0], ["symmetric-0"], overrides, progress=False, cost_rounds=1
     )
     assert again["runs"] == report["runs"][:1]
 

@@ -43,6 +43,7 @@ from rdfer.data.records import DataError, Split
 from rdfer.data.synth import ClipTruth, load_ground_truth
 from rdfer.data.synth.noise import flip_labels
 from rdfer.experiments import common
+from rdfer.experiments.architecture_cost import step_rates
 from rdfer.experiments.architecture_eval import evaluate_run
 from rdfer.experiments.architecture_report import write_report
 from rdfer.experiments.noise import SETTINGS, noisy_split
@@ -177,6 +178,7 @@ def run_experiment(
     noise_seed: int = 0,
     progress: bool = True,
     command: str | None = None,
+    cost_rounds: int = 5,
 ) -> dict:
     base = experiment_config(preset, overrides)
     variants = list(DEFAULT_VARIANTS) if variants is None else variants
@@ -207,6 +209,9 @@ def run_experiment(
     report |= {"preset": preset, "variants": variants, "seeds": seeds, "settings": settings}
     report |= {"noise_seed": noise_seed, "test_kinds": _kinds(rows[1])}
     report["chance_any_clip"] = any_clip_chance(rows[1], min(base.model.clips, len(splits[0].classes)))
+    print("== each variant's training step, side by side", file=sys.stderr)
+    made = {v: (VARIANTS[v].overrides, model_factory(v, rows)) for v in variants}
+    report["step_clips_per_s"] = step_rates(base, made, splits[0].classes, rounds=cost_rounds)
     report["runs"] = [{k: r[k] for k in ROW_KEYS} for r in results]
     report["details"] = [{k: v for k, v in r.items() if k not in DROPPED or k in INFO} for r in results]
     report["seconds"], report["out"] = time.perf_counter() - t0, str(out)

@@ -62,17 +62,22 @@ def _rate(s: tuple[float, float, int] | None) -> str:
 def accuracy_table(report: dict) -> list[str]:
     lines = [
         "| noise | variant | WAR | UAR | easy | intensity | short_apex | distractor | train clips/s "
-        "| seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| step clips/s, side by side | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (setting, variant), runs in groups(report).items():
         kinds = [_pct(stat(runs, lambda r, k=k: r["test"]["by_kind"][k])) for k in KINDS]
         lines.append(
             f"| {setting} | {variant} | {_pct(stat(runs, lambda r: r['test']['war']))} | "
             f"{_pct(stat(runs, lambda r: r['test']['uar']))} | {' | '.join(kinds)} | "
-            f"{_rate(stat(runs, lambda r: r['clips_per_s']))} | {len(runs)} |"
+            f"{_rate(stat(runs, lambda r: r['clips_per_s']))} | {_step_rate(report, variant)} | {len(runs)} |"
         )
     return lines
+
+
+def _step_rate(report: dict, variant: str) -> str:
+    rate = (report.get("step_clips_per_s") or {}).get(variant)
+    return "n/a" if rate is None else f"{rate:.0f}"
 
 
 def position_table(report: dict) -> list[str]:
@@ -122,16 +127,17 @@ def targets(report: dict, setting: str = "symmetric-0") -> list[str]:
     if b is not None:
         lines.append(f"- rdfer within 2 WAR of apex-clips overall: {_verdict(b - a <= 0.02)} ({_diff(a, b)})")
     if mean("peer", war) is not None:
-        lines.append(_peer_target(mean, kind, war))
+        lines.append(_peer_target(mean, kind, war, report.get("step_clips_per_s") or {}))
     return lines
 
 
-def _peer_target(mean, kind, war) -> str:
+def _peer_target(mean, kind, war, steps: dict) -> str:
     a, p = mean("rdfer", war), mean("peer", war)
     reasons = ("intensity", "short_apex", "distractor")
     wins = [(k, mean("rdfer", kind(k)), mean("peer", kind(k))) for k in reasons]
     ok = a > p and all(x is not None and y is not None and x > y for _, x, y in wins)
-    cost = [mean(v, lambda r: r["clips_per_s"]) for v in ("rdfer", "peer")]
+    # The side-by-side step timing where there is one; the runs' own rates move with the machine's load.
+    cost = [steps.get(v) or mean(v, lambda r: r["clips_per_s"]) for v in ("rdfer", "peer")]
     cheap = None if None in cost else cost[0] >= cost[1]
     rates = "n/a" if None in cost else f"{cost[0]:.0f} vs {cost[1]:.0f} clips/s"
     return (
@@ -170,7 +176,9 @@ def markdown(report: dict, variants: dict) -> str:
         + ".",
         "",
         "Clean-test WAR / UAR and WAR by clip kind at the last epoch, in %, mean ± standard deviation over "
-        "the seeds; training clips/s of each variant on this machine (epochs after the first):",
+        "the seeds; training clips/s of each variant on this machine: the runs' own (epochs after the "
+        "first, moved by whatever else ran then) and one training step of every variant timed side by side "
+        "(rdfer.experiments.architecture_cost; the fastest of the rounds):",
         "",
         *accuracy_table(report),
         "",
