@@ -139,7 +139,7 @@ class RDFER(nn.Module):
             # selectors and prediction read the same fields.
             out.update(logits=syn_video, detail_video_logits=syn_video, detail_instance_logits=syn_inst)
             return out
-        centers, strides = self._place(keys, probs, syn_bag, sample_ids, generator, out)
+        centers, strides = self._place(keys, probs, syn_bag, t, (sample_ids, generator), out)
         det_idx = clip_indices(centers, strides.detach(), c.clip_length, t)
         det_feats = self._encode(self.detail_encoder, frames, det_idx, c.clip_length, augment).mean(dim=2)
         gate = torch.sigmoid(self.channel_attention(syn_bag))
@@ -160,13 +160,13 @@ class RDFER(nn.Module):
         keys: Tensor,
         probs: Tensor,
         syn_bag: Tensor,
-        sample_ids: Tensor | None,
-        generator: torch.Generator | None,
+        t: int,
+        draw: tuple[Tensor | None, torch.Generator | None],
         out: dict,
     ) -> tuple[Tensor, Tensor]:
         """The detail clips' centres and strides [B, K]: the key positions (the default), the learned head's,
         the experiment's placer's, or model.detail_clips' baseline placement."""
-        c, (b, k), t = self.config.model, keys.shape, self.config.data.num_frames
+        c, (b, k), (sample_ids, generator) = self.config.model, keys.shape, draw
         if self.position_head is not None:
             raw = self.position_head(syn_bag).view(b, 2, k)
             predicted = ((torch.tanh(raw[:, 0]) + 1) * 0.5 * (t - 1)).sort(dim=1).values
