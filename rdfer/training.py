@@ -350,9 +350,9 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
     labels = batch["label"].to(device, non_blocking=True)
     ids = ids.to(device, non_blocking=True)
     with runtime.autocast(device, cfg.run):
-        result = run.step_model(
-            frames, batch.get("augment"), sample_ids=ids
-        )  # params stay on the host: the op copies them
+        # The augmentation params stay on the host: the op copies them. The ids reach only the architecture
+        # experiment's clip placements (rdfer.models.placement, its apex oracle).
+        result = run.step_model(frames, batch.get("augment"), sample_ids=ids)
     assessed = run.selector.assess(result, labels, ids)
     elr = assessed.elr_target, assessed.elr_lambda  # the ELR term's, with robust.method=elr
     loss, _ = rdfer_loss(result, assessed.target, assessed.weight, cfg.optim, cfg.data.num_frames, *elr)

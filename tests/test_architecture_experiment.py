@@ -157,6 +157,31 @@ def test_the_clip_placer_replaces_the_key_positions_in_training_and_at_test():
     assert torch.all(model.eval()(frames(), sample_ids=ids)["clip_indices"][..., 0] == 1)  # 3 - 2 (stride 4)
 
 
+def test_training_and_evaluation_hand_the_sample_ids_to_the_model():
+    # The hook the oracle and random-clips' test positions rely on: train_step and predict_loader pass each
+    # batch's sample ids, and the model knows whether it is training.
+    from rdfer import distributed
+    from rdfer.data.records import ClipRecord, Split
+    from rdfer.evaluation import predict_loader
+    from rdfer.training import _Totals, learner, train_step
+
+    seen = []
+
+    def make(cfg, classes):
+        model = RDFER(cfg, classes)
+        model.clip_placer = lambda ids, training, t: seen.append((ids.tolist(), training)) or torch.ones(3, 4)
+        return model
+
+    cfg = small_config(**{"data.batch_size": 3, "run.out": "unused", "optim.epochs": 1})
+    split = Split("t", "train", CLASSES, [ClipRecord(i, str(i), "unused", i % 7) for i in range(6)])
+    run = learner(cfg, distributed.World(), torch.device("cpu"), split, make_model=make)
+    batch = {"frames": frames(), "label": torch.tensor([0, 1, 2]), "sample_id": torch.tensor([5, 0, 3])}
+    train_step(run, batch, _Totals(torch.device("cpu")))
+    test_batch = {**batch, "sample_id": torch.tensor([2, 4, 1]), "skipped": []}
+    predict_loader(run.model, [test_batch], torch.device("cpu"), cfg.run)
+    assert seen == [([5, 0, 3], True), ([2, 4, 1], False)]
+
+
 def test_the_peer_encodes_the_same_frame_budget_and_trains_every_parameter():
     torch.manual_seed(0)
     cfg = small_config()
