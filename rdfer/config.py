@@ -66,6 +66,12 @@ class ModelConfig:
     stride: float = 4.0  # frames between a clip's frames on the T-frame timeline
     learned_positions: bool = False  # package's choice: off (the index path carries no gradient to it)
     output: str = "detail"  # detail | average (of detail and synopsis video logits)
+    # Package's choice, for the architecture experiment (rdfer.experiments.architecture): where the detail
+    # stream's K clips go. key: the key positions (the paper's re-sampling: one clip per class, K classes);
+    # top: all K on the most probable instances of the class that peaks highest; uniform: evenly spaced;
+    # random: drawn per step in training, fixed per clip at test; off: no detail stream, the synopsis stream
+    # predicts.
+    detail_clips: str = "key"
     dropout: float = 0.0
 
 
@@ -131,6 +137,7 @@ _CHOICES = {
     ("data", "synth_noise_kind"): ("symmetric", "pairs"),
     ("model", "encoder"): ("resnet18", "resnet50", "small"),
     ("model", "output"): ("detail", "average"),
+    ("model", "detail_clips"): ("key", "top", "uniform", "random", "off"),
     ("robust", "method"): ("rdfer",),
     ("run", "amp"): ("auto", "bf16", "off"),
     ("run", "channels_last"): ("auto", "on", "off"),
@@ -235,6 +242,11 @@ def validate(cfg: Config) -> Config:
             "divide by 4",
         ),
         (m.stride > 0, f"model.stride must be positive, got {m.stride}"),
+        (
+            m.detail_clips == "key" or not m.learned_positions,
+            f"model.learned_positions learns key positions: it needs model.detail_clips=key, not "
+            f"{m.detail_clips!r}",
+        ),
         (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (o.epochs >= 1, f"optim.epochs must be at least 1, got {o.epochs}"),
         (o.lr > 0 and o.min_lr >= 0, "optim.lr must be positive and optim.min_lr non-negative"),

@@ -27,7 +27,9 @@ def predict_loader(model: RDFER, loader, device: torch.device, run: RunConfig, p
         if batch["frames"].shape[0] == 0:
             continue
         with runtime.autocast(device, run):
-            out = model(batch["frames"].to(device, non_blocking=True))
+            # The ids reach only the architecture experiment's clip placements (rdfer.models.placement).
+            sample_ids = batch["sample_id"].to(device, non_blocking=True)
+            out = model(batch["frames"].to(device, non_blocking=True), sample_ids=sample_ids)
         logits.append(out["logits"].float().cpu())
         labels.append(batch["label"])
         ids.append(batch["sample_id"])

@@ -103,6 +103,7 @@ def train(
     overwrite: bool = False,
     stop_after_steps: int | None = None,
     make_selector: Callable[..., Selector] | None = None,
+    make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> dict:
     """Train one fold; returns the summary (also written to run.out/summary.json).
 
@@ -111,7 +112,8 @@ def train(
     run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
     every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
-    replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle."""
+    replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle;
+    `make_model` (config, classes) replaces RDFER, e.g. the architecture experiment's variants."""
     lock = check_out(Path(cfg.run.out), resume is not None, overwrite, lock=distributed.from_env().main)
     try:
         world, device = distributed.init(cfg.run.device)
@@ -120,7 +122,7 @@ def train(
         raise
     run = None
     try:
-        run = setup(cfg, world, device, splits, progress and world.main, make_selector)
+        run = setup(cfg, world, device, splits, progress and world.main, make_selector, make_model)
         run.stop_after_steps = stop_after_steps
         if resume is not None:
             restore(run, Path(resume))
@@ -157,6 +159,7 @@ def setup(
     splits,
     progress: bool,
     make: Callable[..., Selector] | None = None,
+    make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> Run:
     if cfg.data.batch_size % world.size:
         raise ConfigError(
@@ -171,7 +174,7 @@ def setup(
     train_split, test_split = splits
     batch_size = cfg.data.batch_size // world.size
     check_splits(train_split, test_split, batch_size, cfg.data.skip_bad, progress)
-    run = learner(cfg, world, device, train_split, progress, make)
+    run = learner(cfg, world, device, train_split, progress, make, make_model)
     run.train_loader, run.test_loader = _loaders(
         cfg, world, device, train_split, test_split, batch_size, progress
     )
@@ -185,10 +188,11 @@ def learner(
     train_split: Split,
     progress: bool = False,
     make: Callable[..., Selector] | None = None,
+    make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> Run:
     """A Run without its loaders: the model (channels-last on CUDA), the fused AdamW with its schedule, the
     selector, and the DistributedDataParallel wrapper under torchrun. Benchmarks build their steps on it."""
-    model = RDFER(cfg, train_split.classes).to(device)
+    model = (make_model or RDFER)(cfg, train_split.classes).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
     if runtime.use_channels_last(device, cfg.run):
@@ -350,7 +354,9 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
     labels = batch["label"].to(device, non_blocking=True)
     ids = ids.to(device, non_blocking=True)
     with runtime.autocast(device, cfg.run):
-        result = run.step_model(frames, batch.get("augment"))  # params stay on the host: the op copies them
+        # The augmentation params stay on the host: the op copies them. The ids reach only the architecture
+        # experiment's clip placements (rdfer.models.placement, its apex oracle).
+        result = run.step_model(frames, batch.get("augment"), sample_ids=ids)
     assessed = run.selector.assess(result, labels, ids)
     loss, _ = rdfer_loss(
         result,

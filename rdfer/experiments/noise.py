@@ -32,11 +32,9 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -52,10 +50,12 @@ from rdfer.data.records import DataError, Split
 from rdfer.data.synth import PRESETS as SYNTH_PRESETS
 from rdfer.data.synth import load_ground_truth
 from rdfer.data.synth.noise import flip_labels
+from rdfer.experiments import common
 from rdfer.experiments.baselines.agreement import AgreementSelector
 from rdfer.experiments.baselines.coteaching import CoTeachingSelector
 from rdfer.experiments.baselines.exclusion import ExclusionSelector
 from rdfer.experiments.baselines.oracle import OracleSelector
+from rdfer.experiments.common import describe_device
 from rdfer.experiments.judge import judge, true_categories
 from rdfer.experiments.noise_report import markdown, plot_accuracy, plot_histograms
 from rdfer.robust.selector import make_selector
@@ -98,14 +98,12 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(("symmetric-0", "symmetric-40"), REGIME, (0, 1, 2), "under 30 minutes on 2 CPU cores"),
     "full": Preset(tuple(SETTINGS), REGIME, (0, 1, 2), "under 2 hours on 2 CPU cores"),
 }
-_FIXED = ["data.dataset=synthetic", "data.synth_noise=0"]
+_FIXED = common.FIXED
 
 
 def experiment_config(preset: str, overrides: list[str] | tuple = ()) -> Config:
     """Every run's base config: `quick` <- the preset <- the user's overrides <- clean SynthDFER `noise`."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    return load_config("quick", [*PRESETS[preset].overrides, *overrides, *_FIXED])
+    return common.base_config(PRESETS, preset, overrides)
 
 
 def noisy_split(split: Split, given: np.ndarray) -> Split:
@@ -125,10 +123,6 @@ def selector_factory(method: str, truth: np.ndarray):
     return factory
 
 
-def _labels_digest(given: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(given, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
 def run_one(
     cfg: Config,
     splits: tuple[Split, Split],
@@ -142,13 +136,10 @@ def run_one(
     from rdfer.training import train
 
     out = Path(cfg.run.out)
-    key = {"method": info["method"], "config": cfg.to_dict(), "labels": _labels_digest(given)}
-    done = out / "result.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("key") == key:
-            print(f"{info['setting']}/{info['method']}: reusing {done}", file=sys.stderr)
-            return previous
+    key = {"method": info["method"], "config": cfg.to_dict(), "labels": common.labels_digest(given)}
+    previous = common.finished(out, key, f"seed {info['noise_seed']} {info['setting']}/{info['method']}")
+    if previous is not None:
+        return previous
     t0 = time.perf_counter()
     train_split, test_split = splits
     make = selector_factory(info["method"], truth)
@@ -171,8 +162,7 @@ def run_one(
         "history": summary["history"],
         "seconds": time.perf_counter() - t0,
     }
-    done.write_text(json.dumps(result) + "\n")
-    return result
+    return common.save_result(out, key, result)
 
 
 def ground_truth(base: Config, train_split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -323,29 +313,9 @@ def describe(
     }
 
 
-def describe_device() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = [f"model name: {platform.processor()}"]
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-    return f"{model}, {os.cpu_count()} cores, 1 torch thread per run (CPU only)"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m rdfer.experiments.noise",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--preset",
-        default="quick",
-        choices=list(PRESETS),
-        help="; ".join(f"{k}: {', '.join(v.settings)}, {v.note}" for k, v in PRESETS.items()),
-    )
+    presets = "; ".join(f"{k}: {', '.join(v.settings)}, {v.note}" for k, v in PRESETS.items())
+    p = common.parser("rdfer.experiments.noise", __doc__, list(PRESETS), presets)
     p.add_argument("--out", help="output folder (default runs/noise-PRESET)")
     p.add_argument(
         "--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: the preset's)"
@@ -370,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
+    split = common.comma_list
     command = "python -m rdfer.experiments.noise " + " ".join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)  # one thread a run: on 2 cores two runs at once beat one run on two threads
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(os.sched_getaffinity(0)))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rdfer import checkpoint
 from rdfer.config import Config, from_dict
+from rdfer.models import placement
 from rdfer.models.encoder import FrameEncoder, load_pretrained
 from rdfer.models.sequence import SequenceHead
 from rdfer.ops.resample import clip_indices, gather_clips, gather_clips_augmented, key_positions
@@ -72,18 +73,27 @@ class RDFER(nn.Module):
         c = config.model
         self.num_classes, self.num_frames = len(self.classes), config.data.num_frames
         self.clips = min(c.clips, self.num_classes)
+        # detail_clips=off (synopsis only) builds no detail stream: it costs nothing, not even parameters.
+        self.has_detail = c.detail_clips != "off"
         self.synopsis_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
-        self.detail_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
+        encoders = [self.synopsis_encoder]
+        if self.has_detail:
+            self.detail_encoder = FrameEncoder(c.encoder, c.feature_dim, c.tsm)
+            encoders.append(self.detail_encoder)
         if c.pretrained:
-            for enc in (self.synopsis_encoder, self.detail_encoder):
+            for enc in encoders:
                 left_out = load_pretrained(enc, c.pretrained)
             heads = f"; left out its head ({', '.join(left_out)})" if left_out else ""
-            print(f"model.pretrained: loaded {c.pretrained} into both frame encoders{heads}", file=sys.stderr)
+            print(f"model.pretrained: loaded {c.pretrained} into the frame encoders{heads}", file=sys.stderr)
         args = (c.feature_dim, c.lstm_hidden, c.lstm_layers, c.heads)
         self.synopsis = SequenceHead(*args, c.synopsis_frames, self.num_classes, c.dropout)
-        self.detail = SequenceHead(*args, self.clips, self.num_classes, c.dropout)
-        self.channel_attention = nn.Linear(self.synopsis.out_dim, self.detail.out_dim)
+        if self.has_detail:
+            self.detail = SequenceHead(*args, self.clips, self.num_classes, c.dropout)
+            self.channel_attention = nn.Linear(self.synopsis.out_dim, self.detail.out_dim)
         self.position_head = nn.Linear(self.synopsis.out_dim, 2 * self.clips) if c.learned_positions else None
+        # The architecture experiment's apex-clips oracle: (sample_ids, training, T) -> centres [B, K]. Never
+        # set by the package; when set, it replaces the clip placement in training and at test.
+        self.clip_placer = None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD), persistent=False)
 
@@ -98,23 +108,18 @@ class RDFER(nn.Module):
     def _encode(
         self, encoder: FrameEncoder, frames: Tensor, indices: Tensor, group: int, augment: Tensor | None
     ) -> Tensor:
-        """Gather frames at indices [B, K, L] (augmenting each clip by its row of `augment` when given),
-        normalise, encode: -> [B, K, L, feature_dim]."""
-        dtype = (
-            torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
-        )
-        if augment is None:
-            x = gather_clips(frames, indices, self.mean, self.std, out_dtype=dtype)
-        else:
-            x = gather_clips_augmented(frames, indices, augment, self.mean, self.std, out_dtype=dtype)
-        b, k, length = indices.shape
-        return encoder(x.flatten(0, 2), group=group).view(b, k, length, -1)
+        return encode_clips(encoder, frames, indices, group, augment, self.mean, self.std)
 
     def forward(
-        self, frames: Tensor, augment: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        frames: Tensor,
+        augment: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sample_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """frames uint8 [B, T, 3, H, W]; augment: float32 [B, 8], each clip's training augmentation
-        (rdfer.ops.augment.params_to_tensor), applied only to the frames the two streams gather."""
+        (rdfer.ops.augment.params_to_tensor), applied only to the frames the two streams gather. sample_ids
+        [B] (the loader's) are read only by the experiment's clip placements (random at test, apex)."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
         b, t = frames.shape[:2]
@@ -124,17 +129,17 @@ class RDFER(nn.Module):
         syn_inst, syn_video, syn_bag = self.synopsis(syn_feats)
 
         with torch.no_grad():
-            keys, _ = key_positions(syn_inst.detach().float().softmax(-1), k, t)
+            probs = syn_inst.detach().float().softmax(-1)
+            keys, _ = key_positions(probs, k, t)
             keys = keys.sort(dim=1, stable=True).values  # clips in time order for the detail BiLSTM
-        out = {}
-        if self.position_head is not None:
-            raw = self.position_head(syn_bag).view(b, 2, k)
-            predicted = ((torch.tanh(raw[:, 0]) + 1) * 0.5 * (t - 1)).sort(dim=1).values
-            strides = c.stride * torch.exp(-raw[:, 1].abs())
-            out["predicted_positions"] = predicted
-            centers = predicted.detach()
-        else:
-            centers, strides = keys, torch.full_like(keys, c.stride)
+        out = dict(synopsis_video_logits=syn_video, synopsis_instance_logits=syn_inst)
+        out.update(key_positions=keys, synopsis_indices=syn_idx)
+        if not self.has_detail:
+            # Synopsis only: the synopsis stream predicts; the detail keys repeat it so that the loss, the
+            # selectors and prediction read the same fields.
+            out.update(logits=syn_video, detail_video_logits=syn_video, detail_instance_logits=syn_inst)
+            return out
+        centers, strides = self._place(keys, probs, syn_bag, t, (sample_ids, generator), out)
         det_idx = clip_indices(centers, strides.detach(), c.clip_length, t)
         det_feats = self._encode(self.detail_encoder, frames, det_idx, c.clip_length, augment).mean(dim=2)
         gate = torch.sigmoid(self.channel_attention(syn_bag))
@@ -144,11 +149,57 @@ class RDFER(nn.Module):
         out.update(
             logits=logits,
             detail_video_logits=det_video,
-            synopsis_video_logits=syn_video,
             detail_instance_logits=det_inst,
-            synopsis_instance_logits=syn_inst,
-            key_positions=keys,
-            synopsis_indices=syn_idx,
+            clip_centers=centers,
             clip_indices=det_idx,
         )
         return out
+
+    def _place(
+        self,
+        keys: Tensor,
+        probs: Tensor,
+        syn_bag: Tensor,
+        t: int,
+        draw: tuple[Tensor | None, torch.Generator | None],
+        out: dict,
+    ) -> tuple[Tensor, Tensor]:
+        """The detail clips' centres and strides [B, K]: the key positions (the default), the learned head's,
+        the experiment's placer's, or model.detail_clips' baseline placement."""
+        c, (b, k), (sample_ids, generator) = self.config.model, keys.shape, draw
+        if self.position_head is not None:
+            raw = self.position_head(syn_bag).view(b, 2, k)
+            predicted = ((torch.tanh(raw[:, 0]) + 1) * 0.5 * (t - 1)).sort(dim=1).values
+            out["predicted_positions"] = predicted
+            return predicted.detach(), c.stride * torch.exp(-raw[:, 1].abs())
+        if self.clip_placer is not None:
+            centers = self.clip_placer(sample_ids, self.training, t).to(keys.device)
+        elif c.detail_clips == "key":
+            centers = keys
+        elif c.detail_clips == "top":
+            centers = placement.top_class_centers(probs, k, t)
+        else:
+            centers = placement.centers(
+                c.detail_clips, b, k, t, self.training, sample_ids, generator, keys.device
+            )
+        return centers, torch.full_like(centers, c.stride)
+
+
+def encode_clips(
+    encoder: FrameEncoder,
+    frames: Tensor,
+    indices: Tensor,
+    group: int,
+    augment: Tensor | None,
+    mean: Tensor,
+    std: Tensor,
+) -> Tensor:
+    """Gather frames at indices [B, K, L] (augmenting each clip by its row of `augment` when given),
+    normalise, encode: -> [B, K, L, feature_dim]."""
+    dtype = torch.get_autocast_dtype("cuda") if frames.is_cuda and torch.is_autocast_enabled("cuda") else None
+    if augment is None:
+        x = gather_clips(frames, indices, mean, std, out_dtype=dtype)
+    else:
+        x = gather_clips_augmented(frames, indices, augment, mean, std, out_dtype=dtype)
+    b, k, length = indices.shape
+    return encoder(x.flatten(0, 2), group=group).view(b, k, length, -1)
