@@ -210,7 +210,8 @@ def markdown(report: dict, methods: dict[str, tuple[list[str], object]]) -> str:
         "the clean test split, in %; 'last' is the last epoch (no test-set selection), 'best' the field's "
         "best-WAR epoch. AUROCs: the method's noise score and the plain per-sample loss (mean over all "
         "epochs), truly noisy against clean (easy and hard) and against hard clips with their right label. "
-        "The oracle runs only where some label is wrong (at 0% it is cross-entropy).",
+        "The oracle runs only where some label is wrong (at 0% it is cross-entropy), and 0% runs for the "
+        "first noise seed only (no label is flipped whatever the seed, so the runs would repeat).",
         "",
         "Generator: "
         + ", ".join(f"{k}={v}" for k, v in g.items() if k not in ("preset", "seed", "name"))
