@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rdfer.data.records import Split
+from rdfer.progress import progress_bar
 
 FORMAT = 1
 DISK_MARGIN = 2**30  # bytes a fill leaves free on the store's disk
@@ -176,10 +176,10 @@ def _fill(
         pending.clear()
 
     try:
-        bar = tqdm(
+        bar = progress_bar(
             decode([p for p, _ in todo.values()]),
             total=len(todo),
-            disable=not progress,
+            enabled=progress,
             leave=False,
             desc=f"frame cache: decoding {len(todo)} clips into {folder.name}",
         )

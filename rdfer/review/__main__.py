@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from rdfer import cli
 from rdfer.errors import CheckpointError
+from rdfer.progress import progress_bar
 from rdfer.review.page import Row, data_uri, render, strip_png
 from rdfer.review.suspects import Run, load_run
 
@@ -67,7 +66,7 @@ def build_rows(run: Run, progress: bool) -> tuple[list[Row], list[str]]:
     looked = look(model, split, ids, progress)
     truth = truth_of(run, resolve_root(run.config.data, progress))
     rows = []
-    bar = tqdm(run.suspects, desc="review: frame strips", disable=not progress, leave=False)
+    bar = progress_bar(run.suspects, desc="review: frame strips", enabled=progress, leave=False)
     for k, s in enumerate(bar):
         key = split.records[s.sample_id].key
         strip = data_uri(strip_png(looked.frames[k], looked.synopsis[k], looked.clips[k]))

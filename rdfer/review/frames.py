@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rdfer.data.cache import StoreKey, held_rows, split_root
 from rdfer.data.records import Split
 from rdfer.models.rdfer_net import RDFER
+from rdfer.progress import progress_bar
 
 DECODERS = ("pil", "dali-cpu", "dali-gpu")  # the frame cache's stores, as rdfer.data.cached_loader names them
 
@@ -64,8 +64,8 @@ def decode_missing(split: Split, positions: Sequence[int], out: np.ndarray, miss
     num_frames, size = out.shape[1], out.shape[-1]
     paths = [split.records[positions[k]].path for k in missing]
     decoded = decode_clips(paths, num_frames, size, workers=0)
-    bar = tqdm(
-        decoded, total=len(paths), desc="review: decoding clips not in the frame cache", disable=not progress
+    bar = progress_bar(
+        decoded, total=len(paths), desc="review: decoding clips not in the cache", enabled=progress
     )
     for k, clip in zip(missing, bar, strict=True):
         if not isinstance(clip, str):
@@ -78,7 +78,7 @@ def where_it_looked(model: RDFER, frames: np.ndarray, batch: int = 32, progress:
     model.eval()
     syn, clips = [], []
     starts = range(0, len(frames), batch)
-    for s in tqdm(starts, desc="review: key clips", disable=not progress, leave=False):
+    for s in progress_bar(starts, desc="review: key clips", enabled=progress, leave=False):
         out = model(torch.from_numpy(frames[s : s + batch]))
         syn.append(out["synopsis_indices"].cpu())
         clips.append(out["clip_indices"].cpu())
