@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import re
 import shutil
@@ -90,6 +91,21 @@ def test_mistakes_are_one_line(run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(run_dir), "--top", "0"])
     assert e.value.code == 2
+
+
+def test_a_changed_dataset_is_refused(run_dir, tmp_path, capsys, monkeypatch):
+    from rdfer.data import prepare
+
+    real = prepare.load_splits
+
+    def fewer(data, progress=True):  # the dataset lost clips since the run
+        train, test = real(data, progress)
+        return dataclasses.replace(train, records=train.records[:-1]), test
+
+    monkeypatch.setattr(prepare, "load_splits", fewer)
+    assert main([str(run_dir), "--out", str(tmp_path / "x.html")]) == 1
+    assert "do not fit the training split of its config" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,9 @@ def build_rows(run: Run, progress: bool) -> tuple[list[Row], list[str]]:
 
     split = load_splits(run.config.data, progress)[0]
     ids = [s.sample_id for s in run.suspects]
-    if any(i >= len(split) for i in ids) or any(r.sample_id != k for k, r in enumerate(split.records[:1])):
+    if len(split) != run.num_samples or any(
+        split.records[s.sample_id].label != s.given for s in run.suspects
+    ):
         raise CheckpointError(
             f"{run.checkpoint}: its statistics do not fit the training split of its config "
             f"({split.dataset}/{split.name}, {len(split)} clips): was the dataset changed?"

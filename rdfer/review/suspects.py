@@ -8,6 +8,7 @@ the selector of the run's config is built and loaded from the checkpoint, whatev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from rdfer.ops.agreement import NOISY
 from rdfer.robust.selector import Selector, make_selector
 from rdfer.robust.stats import PROBS
 
-# The trajectory's verdict over the last half of the epochs that saw the sample.
+# The trajectory's verdict over the last third of the epochs that saw the sample.
 RIGHT, OTHER, CHANGING = "right", "another class", "changing"
 
 
@@ -34,10 +35,10 @@ class Suspect:
 
     @property
     def trend(self) -> str:
-        """right: the late epochs all predict the given label; another class: all the same other one;
-        changing: they disagree."""
+        """right: the late epochs (the last third that saw the sample) all predict the given label; another
+        class: all the same other one; changing: they disagree."""
         seen = [c for c in self.epochs if c >= 0]
-        late = set(seen[len(seen) // 2 :])
+        late = set(seen[len(seen) - math.ceil(len(seen) / 3) :])
         if late == {self.given}:
             return RIGHT
         return OTHER if len(late) == 1 else CHANGING
@@ -49,6 +50,7 @@ class Run:
     config: Config
     classes: tuple[str, ...]
     epochs: int  # closed epochs in the statistics
+    num_samples: int  # the training split's size the selector was built for
     suspects: list[Suspect]  # highest score first
     checkpoint: Path
 
@@ -94,6 +96,7 @@ def load_run(folder: Path, top: int | None = None) -> Run:
     state = checkpoint.load(path)
     config = from_dict(state["config"])
     selector = load_selector(state, config, path)
+    suspects = suspects_of(selector, top)
     return Run(
-        Path(folder), config, tuple(state["classes"]), selector.stats.epochs, suspects_of(selector, top), path
+        Path(folder), config, tuple(state["classes"]), selector.stats.epochs, len(selector), suspects, path
     )
