@@ -117,7 +117,10 @@ def summary(request):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_loader_throughput(benchmark, split, frame_cache, impl: str) -> None:
     if impl == "dali":
-        pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed (pip install 'rdfer[dali]')")
+        pytest.importorskip(
+            "nvidia.dali",
+            reason="nvidia-dali is not installed (pip install 'rdfer[dali-cu12]' or 'rdfer[dali-cu13]')",
+        )
     loader = _loader(impl, split)
     _CLIPS[impl] = _epoch(loader)  # warm-up: DALI builds its pipeline, the page cache fills
     benchmark.group = "clip loader"

@@ -24,7 +24,10 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed (pip install 'rdfer[dali]')")
+pytest.importorskip(
+    "nvidia.dali",
+    reason="nvidia-dali is not installed (pip install 'rdfer[dali-cu12]' or 'rdfer[dali-cu13]')",
+)
 
 from rdfer.config import load_config  # noqa: E402
 from rdfer.data.cached_loader import CachedClipLoader, make_cached_loader  # noqa: E402

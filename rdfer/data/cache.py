@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rdfer import environment
 from rdfer.data.records import Split
+from rdfer.progress import progress_bar
 
 FORMAT = 1
 DISK_MARGIN = 2**30  # bytes a fill leaves free on the store's disk
@@ -177,10 +177,10 @@ def _fill(
         pending.clear()
 
     try:
-        bar = tqdm(
+        bar = progress_bar(
             decode([p for p, _ in todo.values()]),
             total=len(todo),
-            disable=not progress,
+            enabled=progress,
             leave=False,
             desc=f"frame cache: decoding {len(todo)} clips into {folder.name}",
         )
@@ -206,15 +206,33 @@ def _fill(
     return problems
 
 
+def _names(split: Split, key: StoreKey) -> list[str]:
+    return [os.path.relpath(Path(r.path).resolve(), key.root) for r in split.records]
+
+
+def held_rows(split: Split, key: StoreKey) -> StoreView | None:
+    """Read only (no lock, no fill): the view of the clips of `split` that the store of `key` holds from
+    their current file (row -1 for the others), or None when there is no such store."""
+    if not (key.folder() / "index.json").is_file():
+        return None
+    index = _read_index(key.folder(), key)
+    clips = index["clips"]
+    rows = []
+    for name, record in zip(_names(split, key), split.records, strict=True):
+        held, stamp = clips.get(name), _mtime(record.path)
+        rows.append(held[0] if held is not None and stamp is not None and held[1] == stamp else -1)
+    return StoreView(key.folder(), key, index["rows"], np.array(rows, dtype=np.int64), {})
+
+
 def fill_store(
     split: Split, key: StoreKey, decode: Callable[[list[Path]], Iterator], progress: bool = True
 ) -> StoreView:
     """Decode into the store of `key` every clip of `split` that it lacks or holds from an older file, with
     `decode(paths)` (yields per path uint8 [T, 3, H, W] or a DataError message, in order); return the split's
     view. CacheSpaceError when the disk lacks room for the clips to decode."""
-    folder, root = key.folder(), Path(key.root)
+    folder = key.folder()
     folder.mkdir(parents=True, exist_ok=True)
-    names = [os.path.relpath(Path(r.path).resolve(), root) for r in split.records]
+    names = _names(split, key)
     with _locked(folder / "lock"):
         index = _read_index(folder, key)
         todo = {}

@@ -22,6 +22,7 @@ imports it.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rdfer.data import dali_build
 from rdfer.data.frames import count_frames, list_frames
 from rdfer.data.loader import EpochShuffleSampler, PositionBatchLoader
 from rdfer.data.records import ClipRecord, DataError, Split
@@ -282,10 +284,21 @@ class DaliClipLoader(PositionBatchLoader):
         return self._pipe
 
 
+_SAID: set[str] = set()
+
+
 def make_dali_loader(split: Split, **kwargs) -> DaliClipLoader:
-    """A DaliClipLoader (its keyword arguments); needs nvidia-dali: pip install 'rdfer[dali]'."""
+    """A DaliClipLoader (its keyword arguments); needs nvidia-dali: pip install 'rdfer[dali-cu12]' or
+    'rdfer[dali-cu13]', the one of torch's CUDA. The first loader says when the installed DALI does not match
+    torch's CUDA (once per process)."""
     if not dali_available():
-        raise ImportError("the DALI loader needs NVIDIA DALI: pip install 'rdfer[dali]'")
+        raise ImportError(
+            f"the DALI loader needs NVIDIA DALI: pip install 'rdfer[{dali_build.extra_for_torch()}]'"
+        )
+    problem = dali_build.check()
+    if problem and problem not in _SAID:
+        _SAID.add(problem)
+        print(f"DALI loader: {problem}", file=sys.stderr)
     return DaliClipLoader(split, **kwargs)
 
 

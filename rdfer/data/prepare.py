@@ -43,10 +43,12 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
 def check_loader(data: DataConfig) -> None:
     """data.loader=dali needs NVIDIA DALI installed: say so before any data is generated or read."""
     from rdfer.data.dali import dali_available
+    from rdfer.data.dali_build import extra_for_torch
 
     if data.loader == "dali" and not dali_available():
         raise ConfigError(
-            "data.loader=dali needs NVIDIA DALI: pip install 'rdfer[dali]', or use data.loader=auto|torch"
+            f"data.loader=dali needs NVIDIA DALI: pip install 'rdfer[{extra_for_torch()}]', or use "
+            "data.loader=auto|torch"
         )
 
 

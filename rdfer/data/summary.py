@@ -2,7 +2,8 @@
 
 With --verify it also opens every clip (its frame images or its video) and lists every problem found, not only
 the first, with a one-line total on stderr; the exit code is then 1 when there is any problem. A bad split
-file is an error naming the file and the problem (exit code 1).
+file is an error naming the file and the problem (exit code 1). When the installed NVIDIA DALI is built for
+another CUDA than torch, a line on stderr names both and the extra to install (rdfer.data.dali_build).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rdfer.data.dali_build import check as check_dali
 from rdfer.data.datasets import DATASETS, SPLITS, load_split
 from rdfer.data.records import ClipRecord, Split
 
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         bad = len({(p["split"], p["key"]) for p in problems})
         print(f"verify: {clips} clips checked, {len(problems)} problems in {bad} clips", file=sys.stderr)
     print(json.dumps(report, indent=2))
+    dali = check_dali()
+    if dali:  # on stderr: stdout stays the JSON report
+        print(f"summary: {dali}", file=sys.stderr)
     return 1 if report.get("problems") else 0
 
 

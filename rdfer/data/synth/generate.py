@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from rdfer.data.records import DataError
 from rdfer.data.synth.config import PRESETS, SynthConfig, clip_specs, resolve_config
@@ -35,6 +34,7 @@ from rdfer.data.synth.face import render_clip, sample_identity, sample_scene
 from rdfer.data.synth.noise import NOISE_KINDS, PAIR_FLIPS, check_noise
 from rdfer.data.synth.plan import HARD_REASONS, IDENTITY_TAG, ClipPlan, plan_clips
 from rdfer.data.synth.video import VIDEO_CHOICES, check_encoders, extensions, write_video
+from rdfer.progress import progress_bar
 
 FORMAT_VERSION = 1
 RENDER_TAG = 4
@@ -273,11 +273,11 @@ def _render_all(
     if video_exts:
         (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
     jobs = [(p, config, seed, str(out), tuple(video_exts)) for p in plans]
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(p.num_frames for p in plans),
         unit="frame",
         desc=f"SynthDFER {config.name}",
-        disable=not progress,
+        enabled=progress,
         file=sys.stderr,
         dynamic_ncols=True,
     )
