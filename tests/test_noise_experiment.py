@@ -205,11 +205,11 @@ def test_runs_in_worker_processes_match_runs_in_this_one(reduced, tmp_path, monk
     key = lambda r: (r["noise_seed"], r["method"], r["test_last"], r["auroc"], r["flagged_noisy"])  # noqa: E731
     assert [key(r) for r in there["runs"]] == [key(r) for r in here["runs"]]
     assert {r["noise_seed"] for r in there["runs"]} == {3, 4} and there["jobs"] == 2
-    # At 0% noise every seed flips nothing: the setting runs for the first seed only.
-    clean = noise.run_experiment("quick", tmp_path / "there", jobs=2, **{**args, "settings": ["symmetric-0"]})
-    assert [(r["noise_seed"], r["method"]) for r in clean["runs"]] == [(3, "ce")]
     assert (tmp_path / "there" / "seed4" / "symmetric-40" / "oracle" / "train.log").stat().st_size > 0
     assert "± " in (tmp_path / "there" / "results.md").read_text()  # the spread over two seeds
+    # At 0% noise every seed flips nothing: the setting runs for the first seed only.
+    clean = noise.run_experiment("quick", tmp_path / "clean", jobs=2, **{**args, "settings": ["symmetric-0"]})
+    assert [(r["noise_seed"], r["method"]) for r in clean["runs"]] == [(3, "ce")]
 
 
 def test_training_dynamics_statistics_by_hand():
