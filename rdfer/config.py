@@ -78,13 +78,14 @@ class ModelConfig:
 @dataclass
 class RobustConfig:
     """Label-noise robustness (docs/method.md §3). Package's choice, by the noise experiment's numbers: on,
-    with the `rdfer` method (a clean/suspect split of the mean per-sample loss after a warm-up, and the
-    early-learning regularisation term on every sample). The methods it was measured against live with the
-    experiment (rdfer.experiments.baselines), not here."""
+    with the `rdfer` method: the early-learning regularisation term on every sample, and a clean/suspect
+    split of the mean per-sample loss that lists the suspects (and, with exclude, leaves them out). The
+    methods it was measured against live with the experiment (rdfer.experiments.baselines), not here."""
 
     enabled: bool = True  # false: plain (label-smoothed) cross-entropy, every weight 1; suspects still listed
     method: str = "rdfer"  # the one method of the training core
-    warmup: float = 0.2  # share of the epochs before the split sets weights
+    warmup: float = 0.2  # share of the epochs before the split decides (and, with exclude, sets weights)
+    exclude: bool = False  # the split's suspects leave the loss (noisy_weight); false: they are only listed
     noisy_weight: float = 0.0  # loss weight of a sample judged noisy
     weight_cap: float = 2.0  # a batch's weights are scaled to sum to B, by at most this factor
     # early-learning regularisation: the published CIFAR-10 values

@@ -13,8 +13,8 @@ def test_defaults_are_the_papers():
         4,
     )
     assert (c.optim.lr, c.optim.weight_decay, c.optim.epochs, c.optim.min_lr) == (5e-4, 0.05, 100, 5e-6)
-    # Package's choices, by the noise experiment: the rdfer method on (split + ELR), suspects left out.
-    assert (c.robust.enabled, c.robust.method, c.robust.noisy_weight) == (True, "rdfer", 0.0)
+    # Package's choices, by the noise experiment: the rdfer method on (ELR on every sample, suspects listed).
+    assert (c.robust.enabled, c.robust.method, c.robust.exclude) == (True, "rdfer", False)
     assert (c.robust.elr_lambda, c.robust.elr_beta, c.robust.warmup) == (3.0, 0.7, 0.2)
     assert c.run.seed == 42 and c.optim.label_smoothing == 0.1
 

@@ -239,7 +239,7 @@ def test_oracle_weights_the_truth_from_the_first_step():
 
 
 def test_rdfer_splits_by_the_mean_loss_after_its_warm_up():
-    robust = load_config(None, ["robust.warmup=0.5", "robust.noisy_weight=0"]).robust
+    robust = load_config(None, ["robust.warmup=0.5", "robust.noisy_weight=0", "robust.exclude=true"]).robust
     n = 40
     sel = SelectionSelector(robust, n, epochs=4)
     loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])  # the last 10: high loss
@@ -257,10 +257,30 @@ def test_rdfer_splits_by_the_mean_loss_after_its_warm_up():
     assert w[30:].eq(0).all() and w[:30].tolist() == pytest.approx([40 / 30] * 30)  # sum kept at the batch's
 
 
+def test_by_default_the_split_lists_the_suspects_and_every_weight_stays_1():
+    n = 40
+    sel = SelectionSelector(load_config(None, ["robust.warmup=0.25"]).robust, n, 4)
+    loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])
+    probs, labels = torch.full((n, 2), 0.5), torch.zeros(n, dtype=torch.long)
+    for epoch in range(2):
+        a = sel.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n))
+        assert a.weight.eq(1).all() and a.elr_lambda == 3.0  # the ELR term acts; no sample is left out
+        sel.commit(
+            torch.arange(n), torch.cat([a.rows[:, :2], _rows(loss, probs, labels)], 1), torch.tensor(True)
+        )
+        sel.end_epoch(epoch)
+    assert (sel.category == NOISY).tolist() == [i >= 30 for i in range(n)]  # listed
+    assert sel.assess(_elr_out(torch.zeros(n, 2)), labels, torch.arange(n)).weight.eq(1).all()
+
+
 def test_the_split_is_judged_but_not_acted_on_when_robust_is_disabled():
     n = 40
     on, off = (
-        SelectionSelector(load_config(None, [f"robust.enabled={e}", "robust.warmup=0.25"]).robust, n, 4)
+        SelectionSelector(
+            load_config(None, [f"robust.enabled={e}", "robust.warmup=0.25", "robust.exclude=true"]).robust,
+            n,
+            4,
+        )
         for e in ("true", "false")
     )
     loss = torch.cat([torch.linspace(0.1, 0.5, 30), torch.linspace(3.0, 3.5, 10)])

@@ -9,12 +9,13 @@ round(rate * N) wrong labels), and RDFER is trained with each method on the same
 
 - `ce`: plain (label-smoothed) cross-entropy, every weight 1 (`robust.enabled=false`); the `rdfer` method's
   statistics and decisions are still kept, so they are judged without being acted on;
-- `rdfer`: the package's default configuration, whatever it is (`robust.enabled=true`): a small-loss split
-  with the early-learning regularisation term;
+- `rdfer`: the package's default configuration, whatever it is (`robust.enabled=true`): the early-learning
+  regularisation term on every sample, the small-loss split listing the suspects;
 - `oracle`: weight robust.noisy_weight on exactly the truly noisy samples, from the first step: the ceiling;
-- on request, the baselines: `small-loss` (the split alone, `robust.elr_lambda=0`), `elr` (the term alone:
-  the split never starts, `robust.warmup=1`), `exclusion` (the package's method before 2026-12),
-  `agreement` (the paper's rule), `coteaching` (the two streams pick each other's small-loss samples).
+- on request, the baselines: `split-elr` (the split's suspects left out as well, `robust.exclude=true`),
+  `small-loss` (the split leaving them out, without the term), `exclusion` (the package's method before
+  2026-12), `agreement` (the paper's rule), `coteaching` (the two streams pick each other's small-loss
+  samples).
 
 Reported per run and per epoch (rdfer.experiments.judge): clean-test WAR / UAR; the AUROC of the method's
 noise score and of the plain per-sample loss, noisy vs clean and noisy vs hard; the samples flagged noisy
@@ -71,8 +72,8 @@ SETTINGS: dict[str, tuple[str, float]] = {  # (kind, rate) of the label noise
 METHODS: dict[str, tuple[list[str], Callable | None]] = {
     "ce": (["robust.enabled=false"], None),
     "rdfer": (["robust.enabled=true"], None),
-    "small-loss": (["robust.enabled=true", "robust.elr_lambda=0"], None),
-    "elr": (["robust.enabled=true", "robust.warmup=1"], None),
+    "split-elr": (["robust.enabled=true", "robust.exclude=true"], None),
+    "small-loss": (["robust.enabled=true", "robust.exclude=true", "robust.elr_lambda=0"], None),
     "oracle": (["robust.enabled=true"], OracleSelector),
     "exclusion": (["robust.enabled=true"], ExclusionSelector),
     "agreement": (["robust.enabled=true"], AgreementSelector),

@@ -1,12 +1,13 @@
-"""The `rdfer` method (robust.method=rdfer, docs/method.md §3): clean-set selection with early-learning
-regularisation.
+"""The `rdfer` method (robust.method=rdfer, docs/method.md §3): early-learning regularisation on every
+sample, and a small-loss split that lists the suspect labels.
 
-After a warm-up of robust.warmup of the epochs, each epoch a 2-component Gaussian mixture of the per-sample
-loss, averaged over every epoch so far, splits the samples into clean and suspect (DivideMix's small-loss
-split); the suspects train with robust.noisy_weight (0: left out) in the next epoch, re-decided every epoch.
 Throughout, the ELR term (rdfer.robust.elr) pulls every prediction towards the network's own early
-predictions, so the wrong labels the split misses are not memorised either. The noise score is the mean
-loss; the suspects are the samples listed as noisy.
+predictions, so the wrong labels are not memorised. After a warm-up of robust.warmup of the epochs, each
+epoch a 2-component Gaussian mixture of the per-sample loss, averaged over every epoch so far, splits the
+samples into clean and suspect (DivideMix's small-loss split): the suspects are the samples listed as noisy,
+with the mean loss as their noise score. With robust.exclude they also train with robust.noisy_weight (0:
+left out) in the next epoch, re-decided every epoch; measured, leaving them out lost to keeping them
+(README, Noise robustness), so by default every weight stays 1.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class SelectionSelector(StatsSelector):
         noisy = torch.zeros_like(seen)
         noisy[seen] = gmm2(loss[seen]).high > 0.5
         self.category = torch.where(noisy, NOISY, self.category)
-        self.weight = torch.where(noisy, self.robust.noisy_weight, 1.0)
-        return EpochNotes({"excluded": float(noisy.float().mean())})
+        if self.robust.exclude:
+            self.weight = torch.where(noisy, self.robust.noisy_weight, 1.0)
+        return EpochNotes({"suspects": float(noisy.float().mean())})
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "elr_targets": self.elr.state_dict()}
