@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     split, command = common.comma_list, common.start("rdfer.experiments.architecture", argv, args.threads)
     try:
-        seeds = None if args.seeds is None else [int(s) for s in split(args.seeds)]
+        seeds = common.int_list(args.seeds)
     except ValueError:
         print(f"error: --seeds takes comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2

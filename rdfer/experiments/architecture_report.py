@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rdfer.experiments.architecture_eval import KINDS
+from rdfer.experiments.common import seed_stat as stat
 from rdfer.experiments.noise_report import _pyplot
 
 HIT_KEYS = ("apex", "apex_chance", "distractor", "distractor_chance")
@@ -19,26 +20,6 @@ DETAIL_KEYS = (
     "grid_ceiling",
     "distractor_clips_apex",
 )
-
-
-def _values(runs: list[dict], get) -> list[float]:
-    out = []
-    for r in runs:
-        try:
-            v = get(r)
-        except (KeyError, TypeError):  # a null hit_rate, a kind absent from the test split
-            v = None
-        if v is not None:
-            out.append(float(v))
-    return out
-
-
-def stat(runs: list[dict], get) -> tuple[float, float, int] | None:
-    """(mean, sample standard deviation, seeds) of get(run) over the runs that have it; None if none."""
-    v = _values(runs, get)
-    if not v:
-        return None
-    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)
 
 
 def groups(report: dict) -> dict[tuple[str, str], list[dict]]:

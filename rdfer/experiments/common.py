@@ -59,6 +59,28 @@ def clips_per_second(history: list[dict]) -> float | None:
     return sum(h["train_clips"] for h in rows) / seconds if seconds else None
 
 
+def seed_stat(runs: list[dict], get) -> tuple[float, float, int] | None:
+    """(mean, sample standard deviation, seeds) of get(run) over the runs that have it; None if none. A run
+    without the value (get raises KeyError or TypeError, or returns None) is left out."""
+    values = []
+    for r in runs:
+        try:
+            v = get(r)
+        except (KeyError, TypeError):  # a null hit_rate, a kind absent from the test split
+            v = None
+        if v is not None:
+            values.append(float(v))
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def int_list(text: str | None) -> list[int] | None:
+    """'0, 1,2' -> [0, 1, 2]; None stays None; ValueError for anything but integers."""
+    names = comma_list(text)
+    return None if names is None else [int(s) for s in names]
+
+
 def describe(base: Config, command: str | None, splits, preset_overrides: list[str]) -> dict:
     """The settings every report states: command, device, date, generator, data sizes, config."""
     synth = SYNTH_PRESETS[base.data.synth_preset]

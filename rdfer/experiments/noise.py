@@ -344,11 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     split = common.comma_list
-    command = "python -m rdfer.experiments.noise " + " ".join(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(1)  # one thread a run: on 2 cores two runs at once beat one run on two threads
+    # One torch thread a run: on 2 cores two runs at once beat one run on two threads.
+    command = common.start("rdfer.experiments.noise", argv, 1)
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(os.sched_getaffinity(0)))
     try:
-        seeds = None if args.noise_seeds is None else [int(s) for s in split(args.noise_seeds)]
+        seeds = common.int_list(args.noise_seeds)
     except ValueError:
         print(f"error: --noise-seeds takes integers, got {args.noise_seeds!r}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rdfer.experiments.common import seed_stat
 from rdfer.experiments.judge import HARD_REASONS, TRUE_CATEGORIES
 from rdfer.ops.agreement import CATEGORY_NAMES
 
@@ -23,17 +24,17 @@ def _verdict(ok: bool) -> str:
 
 
 def _mean(runs: list[dict], get) -> float | None:
-    values = [v for v in (get(r) for r in runs) if v is not None]
-    return float(np.mean(values)) if values else None
+    s = seed_stat(runs, get)
+    return None if s is None else s[0]
 
 
 def _spread(runs: list[dict], get, scale: float = 100.0, digits: int = 1) -> str:
     """'mean ± sd' over the seeds (sample sd; one seed: the value alone)."""
-    values = [v for v in (get(r) for r in runs) if v is not None]
-    if not values:
+    s = seed_stat(runs, get)
+    if s is None:
         return "n/a"
-    mean = f"{scale * np.mean(values):.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ± {scale * np.std(values, ddof=1):.{digits}f}"
+    mean = f"{scale * s[0]:.{digits}f}"
+    return mean if s[2] == 1 else f"{mean} ± {scale * s[1]:.{digits}f}"
 
 
 def by_method(report: dict) -> dict[tuple[str, str], list[dict]]:

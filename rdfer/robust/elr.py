@@ -18,8 +18,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.robust.selector import Assessed
-
 CLAMP = 1e-4  # the published code's clamp of the probabilities
 
 
@@ -67,21 +65,3 @@ class ElrTargets:
             self.targets, self.num_classes = None, None
         else:
             self.targets, self.num_classes = targets.to(self.device), targets.shape[1]
-
-
-def with_elr(base: Assessed, elr: ElrTargets, out: dict[str, Tensor], ids: Tensor, lam: float) -> Assessed:
-    """The ELR targets prepended to the rows commit stores; the term on (lam > 0) or judged only (lam 0)."""
-    target = elr.step(out["logits"], ids)
-    base.rows = torch.cat([target, base.rows], 1)
-    if lam > 0:
-        base.elr_target, base.elr_lambda = target, lam
-    return base
-
-
-def commit_elr(elr: ElrTargets, ids: Tensor, rows: Tensor, ok: Tensor) -> Tensor:
-    """Stores the targets in front of rows and returns the rest (what the statistics store)."""
-    c = elr.num_classes
-    if c is None:
-        raise RuntimeError("commit before assess: the number of classes is not known")
-    elr.store(ids, rows[:, :c], ok)
-    return rows[:, c:]

@@ -1,6 +1,6 @@
 """The training loss (docs/method.md §4): per-sample weighted, label-smoothed cross-entropy over the detail
 and synopsis video logits and the instance logits of both streams, plus the L1 loss of learned key positions;
-with robust.method=elr, plus the early-learning regularisation term on the video logits (rdfer.robust.elr)."""
+with robust.enabled, plus the early-learning regularisation term on the video logits (rdfer.robust.elr)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rdfer.ops.agreement import EASY, NOISY
-from rdfer.robust.elr import ElrTargets, commit_elr, with_elr
+from rdfer.robust.elr import ElrTargets
 from rdfer.robust.gmm import gmm2
 from rdfer.robust.selector import Assessed, EpochNotes
 from rdfer.robust.stats import LOSS, StatsSelector
@@ -30,11 +30,20 @@ class SelectionSelector(StatsSelector):
 
     @torch.no_grad()
     def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
-        return with_elr(super().assess(out, labels, ids), self.elr, out, ids, self.term)
+        base = super().assess(out, labels, ids)
+        target = self.elr.step(out["logits"], ids)
+        base.rows = torch.cat([target, base.rows], 1)  # commit stores the targets where the step was good
+        if self.term > 0:
+            base.elr_target, base.elr_lambda = target, self.term
+        return base
 
     @torch.no_grad()
     def commit(self, ids: Tensor, rows: Tensor, ok: Tensor) -> None:
-        super().commit(ids, commit_elr(self.elr, ids, rows, ok), ok)
+        c = self.elr.num_classes
+        if c is None:
+            raise RuntimeError("commit before assess: the number of classes is not known")
+        self.elr.store(ids, rows[:, :c], ok)
+        super().commit(ids, rows[:, c:], ok)
 
     def decide(self, epoch: int) -> EpochNotes:
         loss = self.stats.mean()[:, LOSS]

@@ -38,7 +38,7 @@ class Assessed:
     target: Tensor  # [B] int64 the class each sample is trained towards (its label, or a relabelling)
     category: Tensor  # [B] int64 easy / hard / noisy (rdfer.ops.agreement codes), for the epoch's shares
     rows: Tensor  # [B, F] float32 what commit() stores for these samples
-    elr_target: Tensor | None = None  # [B, C] soft targets of the ELR term (robust.method=elr), detached
+    elr_target: Tensor | None = None  # [B, C] soft targets of the ELR term, detached
     elr_lambda: float = 0.0  # the ELR term's coefficient
     stream_weight: Tensor | None = None  # [B] the synopsis stream's heads' weights, where they differ
 
