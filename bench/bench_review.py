@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rdfer.ops.agreement import NOISY
 from rdfer.review.__main__ import main
+from rdfer.robust.categories import NOISY
 
 SUSPECTS = 500
 

@@ -30,7 +30,7 @@ from rdfer.config import load_config
 from rdfer.data.augment import clip_augment_params
 from rdfer.data.records import ClipRecord, Split
 from rdfer.ops.augment import params_to_tensor
-from rdfer.training import _Totals, learner, train_step
+from rdfer.training import EpochTotals, learner, train_step
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 GPU = DEVICE.type == "cuda"
@@ -66,7 +66,7 @@ def make_run(variant: str, monkeypatch):
 
 
 def steps(run, batch, n: int) -> None:
-    totals = _Totals(DEVICE)
+    totals = EpochTotals(DEVICE)
     for _ in range(n):
         train_step(run, batch, totals)
     if GPU:

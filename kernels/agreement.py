@@ -27,10 +27,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from rdfer.ops.agreement import AgreementParams, kernel_problem
-from rdfer.ops.constants import AGREEMENT_BLOCK_B, AGREEMENT_LOGIT_DTYPES, AGREEMENT_MAX_CLASSES, Category
+from rdfer.robust.categories import Category
 
 from . import _launch
+
+# One program holds AGREEMENT_BLOCK_B samples, each as a [K, C] tile.
+AGREEMENT_MAX_CLIPS = 8
+AGREEMENT_MAX_CLASSES = 16
+AGREEMENT_BLOCK_B = 128
+AGREEMENT_LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # others are cast to float32 first
 
 
 @triton.jit
@@ -132,7 +137,7 @@ def _agreement_kernel(
     s_c,
     sm_n,
     sm_f,
-    a_min,  # fp32 thresholds and weights of AgreementParams
+    a_min,  # fp32 thresholds and weights (rdfer.ops.agreement.AgreementParams)
     s_max,
     noisy_weight,
     momentum,
@@ -191,6 +196,30 @@ def _agreement_kernel(
 # ----------------------------------------------------------------------------------------------- host side
 
 
+def kernel_problem(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor) -> str | None:
+    """Why this kernel cannot take these inputs (None: it can): rdfer.ops.agreement runs its twin then, and a
+    direct launch raises this text. The twin takes any shapes."""
+    if clip_logits.dim() != 3 or not clip_logits.is_floating_point():
+        shape = tuple(clip_logits.shape)
+        return f"clip logits must be floating point [B, K, C], got {clip_logits.dtype} {shape}"
+    b, k, c = clip_logits.shape
+    if not 1 <= k <= AGREEMENT_MAX_CLIPS or not 1 <= c <= AGREEMENT_MAX_CLASSES:
+        limits = f"1..{AGREEMENT_MAX_CLIPS} clips and 1..{AGREEMENT_MAX_CLASSES} classes"
+        return f"it holds {limits}, got K={k}, C={c}"
+    if labels.shape != (b,) or sample_ids.shape != (b,):
+        return (
+            f"labels and sample ids must be [B] = [{b}], got {tuple(labels.shape)}, {tuple(sample_ids.shape)}"
+        )
+    if labels.is_floating_point() or sample_ids.is_floating_point():
+        return f"labels and sample ids must be integer tensors, got {labels.dtype}, {sample_ids.dtype}"
+    if memory.dim() != 2 or memory.shape[1] != 2 or memory.dtype != torch.float32:
+        return f"agreement memory must be float32 [N, 2], got {memory.dtype} {tuple(memory.shape)}"
+    devices = {t.device for t in (clip_logits, labels, sample_ids, memory)}
+    if len(devices) != 1:
+        return f"its inputs must be on one device, got {sorted(map(str, devices))}"
+    return None
+
+
 @dataclass(frozen=True)
 class AgreementConfig:
     """What a launch compiles for: the logits' dtype and the class tile (grid and scalars aside)."""
@@ -233,14 +262,29 @@ def check_inputs(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory
             )
 
 
-def _job(logits, labels, ids, memory, params: AgreementParams, warm: bool, outputs, stages) -> _launch.Launch:
-    """The launch; outputs: (majority, agreement, support, margin, ema rows, category, weight, target)."""
+# A compile-only launch's rules: any values do, only their types reach the compiled kernel.
+_ANY_RULES = dict(
+    a_min=0.75,
+    s_max=0.2,
+    noisy_weight=0.0,
+    momentum=0.9,
+    relabel=False,
+    relabel_margin=0.5,
+    use_ema=True,
+    warm=True,
+)
+
+
+def _job(logits, labels, ids, memory, rules: dict, outputs, stages) -> _launch.Launch:
+    """The launch; rules: agreement_kernel's keywords; outputs: (majority, agreement, support, margin, ema
+    rows, category, weight, target)."""
     b, k, c = logits.shape
     cfg = launch_config(c, logits.dtype)
-    thresholds = (params.a_min, params.s_max, params.noisy_weight, params.momentum, 1.0 - params.momentum)
+    momentum = rules["momentum"]
+    thresholds = (rules["a_min"], rules["s_max"], rules["noisy_weight"], momentum, 1.0 - momentum)
     scalars = (b, k, c, memory.shape[0], *logits.stride(), *memory.stride(), *map(float, thresholds))
-    flags = (bool(warm), bool(params.relabel), bool(params.use_ema))
-    args = (logits, labels, ids, memory, *outputs, *scalars, float(params.relabel_margin), *flags)
+    flags = (bool(rules["warm"]), bool(rules["relabel"]), bool(rules["use_ema"]))
+    args = (logits, labels, ids, memory, *outputs, *scalars, float(rules["relabel_margin"]), *flags)
     fp_exact = {"enable_fp_fusion": False}  # no FMA contraction: the twin's roundings, bit for bit
     return _launch.Launch("agreement", _agreement_kernel, args, cfg.constexprs(), 4, stages, fp_exact)
 
@@ -248,7 +292,7 @@ def _job(logits, labels, ids, memory, params: AgreementParams, warm: bool, outpu
 def _compile_jobs(logits, labels, ids, memory, stages: int) -> list[_launch.Launch]:
     f32, i64 = torch.float32, torch.int64
     outputs = (i64, f32, f32, f32, f32, i64, f32, i64)  # dtypes stand in for the buffers a launch allocates
-    return [_job(logits, labels, ids, memory, AgreementParams(), True, outputs, stages)]
+    return [_job(logits, labels, ids, memory, _ANY_RULES, outputs, stages)]
 
 
 def _kernel_inputs(clip_logits, labels, sample_ids, memory) -> tuple[Tensor, ...]:
@@ -280,11 +324,14 @@ def agreement_kernel(
     labels: Tensor,
     sample_ids: Tensor,
     memory: Tensor,
-    params: AgreementParams,
-    warm: bool,
+    **rules: float | bool,
 ) -> tuple[Tensor, ...]:
-    """One launch. Returns (majority, agreement, support, margin, ema_rows, category, weight, target), in the
-    order of rdfer.ops.agreement.AgreementStats. Reads memory; writes nothing but its outputs."""
+    """One launch. `rules`: a_min, s_max, noisy_weight, momentum, relabel, relabel_margin, use_ema (the
+    fields of rdfer.ops.agreement.AgreementParams) and warm. Returns (majority, agreement, support, margin,
+    ema_rows, category, weight, target), in the order of rdfer.ops.agreement.AgreementStats. Reads memory;
+    writes nothing but its outputs."""
+    if rules.keys() != _ANY_RULES.keys():
+        raise TypeError(f"agreement kernel: rules must be {sorted(_ANY_RULES)}, got {sorted(rules)}")
     check_inputs(clip_logits, labels, sample_ids, memory)
     stages, why = pipelining(clip_logits, labels, sample_ids, memory)
     if stages is None:
@@ -296,6 +343,6 @@ def agreement_kernel(
     ema_rows = _launch.empty((b, 2), torch.float32, dev)
     outputs = (majority, agreement, support, margin, ema_rows, category, weight, target)
     if b:
-        job = _job(logits, labels, ids, memory, params, warm, outputs, stages)
+        job = _job(logits, labels, ids, memory, rules, outputs, stages)
         _launch.launch(job, (triton.cdiv(b, AGREEMENT_BLOCK_B),), dev)
     return outputs

@@ -34,11 +34,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from rdfer.ops.attention_gate import kernel_problem
-from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES
-
 from . import _launch
 from ._launch import round_to
+
+# One program holds all heads of all instances of one batch item.
+GATE_MAX_INSTANCES = 64
+GATE_MAX_HEAD_DIM = 256
+GATE_DTYPES = (torch.float32, torch.bfloat16)  # of q, k, v (one dtype) and, separately, of x
 
 
 @triton.jit
@@ -295,6 +297,38 @@ class GateConfig:
     def __str__(self) -> str:
         dtypes = f"qkv {_launch.dtype_name(self.qkv_dtype)} x {_launch.dtype_name(self.x_dtype)}"
         return f"{dtypes} BLOCK_L {self.block_l} BLOCK_D {self.block_d}"
+
+
+def kernel_problem(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> str | None:
+    """Why this kernel cannot take these inputs (None: it can): rdfer.ops.attention_gate runs its twin then,
+    and a direct launch raises this text. The twin takes anything."""
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        return (
+            f"q, k, v must share one shape [B, L, H, d], got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)}"
+        )
+    b, length, h, d = q.shape
+    if x.shape != (b, length, h * d) or weight.shape != (h * d,) or bias.shape != (h * d,):
+        return (
+            f"x must be [B, L, H*d] = {(b, length, h * d)} and weight, bias [{h * d}]; got {tuple(x.shape)}, "
+            f"{tuple(weight.shape)}, {tuple(bias.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in GATE_DTYPES or x.dtype not in GATE_DTYPES:
+        return (
+            f"it takes float32 or bfloat16 q, k, v (one dtype) and x; got {q.dtype}, {k.dtype}, {v.dtype}, "
+            f"{x.dtype}"
+        )
+    if not (weight.is_floating_point() and bias.is_floating_point()):
+        return f"the LayerNorm weight and bias must be floating point, got {weight.dtype}, {bias.dtype}"
+    if not (1 <= length <= GATE_MAX_INSTANCES and 1 <= h and 1 <= d <= GATE_MAX_HEAD_DIM):
+        return (
+            f"it holds 1..{GATE_MAX_INSTANCES} instances, at least one head and head dim "
+            f"1..{GATE_MAX_HEAD_DIM}; got L={length}, H={h}, d={d}"
+        )
+    devices = {t.device for t in (q, k, v, x, weight, bias)}
+    if len(devices) != 1:
+        return f"all its inputs must be on one device, got {sorted(map(str, devices))}"
+    return None
 
 
 def launch_config(length: int, head_dim: int, qkv_dtype: torch.dtype, x_dtype: torch.dtype) -> GateConfig:

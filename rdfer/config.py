@@ -265,11 +265,6 @@ def validate(cfg: Config) -> Config:
         ),
         (0 <= d.synth_noise < 1, f"data.synth_noise must be in [0, 1), got {d.synth_noise}"),
         (1 <= d.fold <= 5, f"data.fold must be in 1..5, got {d.fold}"),
-        (
-            d.cache != "device" or cfg.run.device != "cpu",
-            "data.cache=device keeps the frames on the GPU: it needs run.device auto or cuda, or "
-            "data.cache=auto",
-        ),
         *_robust_checks(r),
     ]
     for ok, message in checks:

@@ -4,6 +4,7 @@ unset, so it means the default rather than the current folder or a parse error."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from rdfer.errors import ConfigError
 
@@ -21,3 +22,14 @@ def number(name: str, default: float) -> float:
         return float(value)
     except ValueError:
         raise ConfigError(f"{name}={value!r}: expected a number of seconds") from None
+
+
+def cache_dir() -> Path:
+    """Where generated SynthDFER datasets and the frame cache go: $RDFER_CACHE, else ~/.cache/rdfer."""
+    return Path(get("RDFER_CACHE") or Path.home() / ".cache" / "rdfer")
+
+
+def frame_cache_dir() -> Path:
+    """The frame cache's stores: $RDFER_FRAME_CACHE, else cache_dir()/frames."""
+    env = get("RDFER_FRAME_CACHE")
+    return Path(env) if env else cache_dir() / "frames"

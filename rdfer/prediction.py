@@ -30,7 +30,7 @@ from rdfer.data.frames import IMAGE_SUFFIXES, read_clip, videos_in
 from rdfer.data.sampling import uniform_indices
 from rdfer.errors import ConfigError, DataError
 from rdfer.models import RDFER
-from rdfer.ops.agreement import AgreementParams, agreement_reference
+from rdfer.ops.agreement import majority_vote
 from rdfer.runtime import pick_device
 
 
@@ -120,25 +120,15 @@ def _read_out(model, out: dict, info, indices: np.ndarray) -> dict:
     # video frame that timeline position was loaded from.
     key_t = [min(t - 1, max(0, math.floor(p + 0.5))) for p in out["key_positions"][0].float().cpu().tolist()]
     key_frames = [int(indices[k]) for k in key_t]
-    # The package's agreement rule (majority and its ties) itself; the label, sample id and memory are
-    # placeholders that A and the majority do not depend on.
-    zero = torch.zeros(1, dtype=torch.long)
-    stats = agreement_reference(
-        out["detail_instance_logits"].float().cpu(),  # [1, K, C]
-        zero,
-        zero,
-        torch.full((1, 2), float("nan")),
-        AgreementParams(),
-        warm=False,
-    )
+    _, majority, agreement = majority_vote(out["detail_instance_logits"].float().cpu())  # the clips' vote
     return {
         "class": classes[int(probs.argmax())],
         "probabilities": _probs(classes, probs),
         "timeline": timeline,
         "key_positions_s": [_seconds(info.times, info.fps, f) for f in key_frames],
         "key_frames": key_frames,
-        "agreement": float(stats.agreement[0]),
-        "majority_class": classes[int(stats.majority[0])],
+        "agreement": float(agreement[0]),
+        "majority_class": classes[int(majority[0])],
     }
 
 

@@ -1,6 +1,7 @@
-"""What a run writes in run.out besides checkpoints: the lock and the refusal to overwrite another run,
-metrics.jsonl, TensorBoard scalars, the epoch line on stderr, and at the end noisy_samples.csv and
-summary.json. `best_row` is the one rule for the best epoch, used by best.pt and the summary."""
+"""What a run writes in run.out besides checkpoints: the lock and the refusal to overwrite another run
+(`check_out`), metrics.jsonl, TensorBoard scalars and the epoch line on stderr (`RunLog`), and at the end
+noisy_samples.csv and summary.json (`finish`). `best_row` is the one rule for the best epoch, used by best.pt,
+resume and the summary."""
 
 from __future__ import annotations
 
@@ -9,16 +10,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rdfer import stopping
+from rdfer.data.records import Split
 from rdfer.errors import ConfigError
 from rdfer.files import remove_temporaries, write_atomically
-from rdfer.ops.agreement import CATEGORY_NAMES
+from rdfer.robust.categories import CATEGORY_NAMES
+from rdfer.robust.selector import Selector
 from rdfer.run_lock import OutLock, hold
-
-if TYPE_CHECKING:
-    from rdfer.training import Run
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "noisy_samples.csv", "tensorboard")
 
@@ -57,58 +56,68 @@ def best_row(history: list[dict]) -> dict | None:
     return max(evaluated, key=lambda h: h["test_war"]) if evaluated else None  # max keeps the first
 
 
-def start_log(run: Run) -> None:
-    """At the first epoch this process logs: a fresh run replaces what another run left in run.out (only now
-    that it has an epoch of its own); metrics.jsonl restarts from this run's history. A resumed run's old
-    summary.json and noisy_samples.csv go too: they describe an end that is no longer the last epoch."""
-    for name in ("summary.json", "noisy_samples.csv", *(() if run.resumed else ("best.pt",))):
-        (run.out / name).unlink(missing_ok=True)
-    if not run.resumed:
-        shutil.rmtree(run.out / "tensorboard", ignore_errors=True)
-    with (run.out / "metrics.jsonl").open("w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in run.history[:-1])
-    run.rewrite_log = False
+class RunLog:
+    """metrics.jsonl, the TensorBoard scalars and the epoch line of one run, written by rank 0.
 
+    The first write starts the log: a fresh run removes what another run left in run.out (only now that it has
+    an epoch of its own), a resumed run its old summary.json and noisy_samples.csv (they describe an end that
+    is no longer the last epoch); metrics.jsonl restarts from the history before the row."""
 
-def log_row(run: Run, row: dict) -> None:
-    if run.writer is None:
+    def __init__(self, out: Path, resumed: bool):
+        self.out, self.resumed = out, resumed
+        self.started = False
+        self.writer = None  # TensorBoard's, made at the first write
+
+    def write(self, row: dict, history: list[dict]) -> None:
+        """Log `row`, the last entry of `history`."""
+        if not self.started:
+            self._start(history[:-1])
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                self.writer.add_scalar(k, v, row["epoch"])
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
+        test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
+        print(
+            f"epoch {row['epoch']}: loss={row['loss']:.4f} train_acc={row['train_acc']:.4f}{test} "
+            f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s",
+            file=sys.stderr,
+        )
+
+    def _start(self, earlier: list[dict]) -> None:
+        for name in ("summary.json", "noisy_samples.csv", *(() if self.resumed else ("best.pt",))):
+            (self.out / name).unlink(missing_ok=True)
+        if not self.resumed:
+            shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
+        with (self.out / "metrics.jsonl").open("w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in earlier)
         from torch.utils.tensorboard import SummaryWriter
 
-        run.writer = SummaryWriter(str(run.out / "tensorboard"))
-    for k, v in row.items():
-        if isinstance(v, (int, float)) and k != "epoch":
-            run.writer.add_scalar(k, v, row["epoch"])
-    with (run.out / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    shares = " ".join(f"{n}={row['share_' + n]:.2f}" for n in CATEGORY_NAMES)
-    test = f" test WAR={row['test_war']:.4f} UAR={row['test_uar']:.4f}" if "test_war" in row else ""
-    print(
-        f"epoch {row['epoch']}: loss={row['loss']:.4f} train_acc={row['train_acc']:.4f}{test} "
-        f"[{shares}] lr={row['lr']:.2e} {row['seconds']:.0f}s",
-        file=sys.stderr,
-    )
-    if len(run.skipped):
-        print(run.skipped.summary(), file=sys.stderr)
+        self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self.started = True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
-def finish(run: Run) -> dict:
+def finish(out: Path, history: list[dict], selector: Selector, train_split: Split) -> dict:
     """noisy_samples.csv and summary.json (rank 0); the summary is the return value of train()."""
-    if not run.world.main:
-        return {"rank": run.world.rank}
     with stopping.deferred():  # a stop here leaves both files or neither
-        return _finish(run)
+        records = train_split.records
+        flagged = selector.write_noisy(
+            out / "noisy_samples.csv",
+            [r.key for r in records],
+            [r.label for r in records],
+            train_split.classes,
+        )
+        return _summary(out, history, flagged)
 
 
-def _finish(run: Run) -> dict:
-    records = run.train_split.records
-    flagged = run.selector.write_noisy(
-        run.out / "noisy_samples.csv",
-        [r.key for r in records],
-        [r.label for r in records],
-        run.train_split.classes,
-    )
-    best = best_row(run.history)
-    last = [h for h in run.history if "test_war" in h][-1]
+def _summary(out: Path, history: list[dict], flagged: int) -> dict:
+    best = best_row(history)
+    last = [h for h in history if "test_war" in h][-1]
 
     def pick(h: dict) -> dict:
         return {"epoch": h["epoch"], "war": h["test_war"], "uar": h["test_uar"]}
@@ -117,8 +126,8 @@ def _finish(run: Run) -> dict:
         "best_war_epoch": pick(best),
         "last_epoch": pick(last),
         "noisy_flagged": flagged,
-        "out": str(run.out),
-        "history": run.history,
+        "out": str(out),
+        "history": history,
     }
-    write_atomically(run.out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomically(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary

@@ -1,7 +1,11 @@
 """The training loop of `python -m rdfer.train`, in the order it runs:
 
-    run = setup(cfg, ...)              data, model, optimiser, selector (rdfer.robust), on this rank's device
-    restore(run, checkpoint)           when resuming: weights, optimiser, schedule, selector, RNG, history
+    start = resume.read(path, cfg)     when resuming: the checkpoint, checked against cfg before anything
+                                       is built
+    run = setup(cfg, ..., start)       data, model, optimiser, schedule, selector (rdfer.robust), on this
+                                       rank's device: the one place a run's selector is built
+    resume.restore(start, ...)         when resuming: weights, optimiser, schedule, selector, RNG; returns
+                                       the epoch, step and history the loop continues from
     for each remaining epoch:
         row = train_epoch(run)         steps: forward -> selector.assess (pure) -> weighted loss ->
                                        backward -> update -> selector.commit (where the step was
@@ -16,7 +20,6 @@ what the agreement, the categories and the weights are.
 
 from __future__ import annotations
 
-import enum
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rdfer import checkpoint, distributed, environment, runtime, stopping
+from rdfer import resume as _resume
 from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
@@ -36,29 +40,12 @@ from rdfer.data.records import Split
 from rdfer.errors import ConfigError, DataError, TrainingError, one_line
 from rdfer.evaluation import evaluate_loader
 from rdfer.models import RDFER
-from rdfer.ops.agreement import CATEGORY_NAMES
-from rdfer.optimization import lr_lambda, param_groups
-from rdfer.resume import restore
+from rdfer.optimization import param_groups
+from rdfer.robust.categories import CATEGORY_NAMES
 from rdfer.robust.loss import rdfer_loss
-from rdfer.robust.selector import Selector, make_selector
-from rdfer.run_log import best_row, check_out, finish, log_row, start_log
-
-
-class Step(enum.Enum):
-    """What became of one step, as the host knows it. A step whose loss or gradients are not finite is still
-    TAKEN: the optimiser skips its update on the device and the selector stores nothing of it (counted as
-    nonfinite_steps in the epoch's log)."""
-
-    TAKEN = "taken"
-    EMPTY = "empty"  # every clip of the batch was unreadable (data.skip_bad), on every rank
-
-
-# Keys a resumed run may change: they do not change what was learned (optim.epochs extends the run).
-
-
-# What a run writes into run.out; a run refuses a folder that holds any of them unless told to replace it.
-class _Interrupted(Exception):
-    """Raised by the stop_after_steps test hook: the run ends as if killed, writing nothing more."""
+from rdfer.robust.selection import make_selector
+from rdfer.robust.selector import Selector
+from rdfer.run_log import RunLog, best_row, check_out, finish
 
 
 @dataclass
@@ -75,23 +62,15 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     selector: Selector
+    log: RunLog
     train_loader: object = None
     test_loader: object = None
     progress: bool = False
-    writer: object = None  # TensorBoard's, made at the first log
     checkpoints: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
     epoch: int = 0  # the next epoch to run, 0-based
     step: int = 0  # optimiser steps taken
     history: list[dict] = field(default_factory=list)
     skipped: SkipReport = field(default_factory=SkipReport)  # this epoch's unreadable training clips
-    bad_in_a_row: int = 0
-    resumed: bool = False
-    rewrite_log: bool = True  # the next log write rewrites metrics.jsonl from the history (fresh or resumed)
-    steps_per_epoch: int = 1
-    stop_after_steps: int | None = None
-    make_selector: Callable[..., Selector] = (
-        make_selector  # (robust, num_samples, epochs, device) -> Selector
-    )
 
 
 def train(
@@ -101,7 +80,6 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
-    stop_after_steps: int | None = None,
     make_selector: Callable[..., Selector] | None = None,
     make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> dict:
@@ -122,10 +100,13 @@ def train(
         raise
     run = None
     try:
-        run = setup(cfg, world, device, splits, progress and world.main, make_selector, make_model)
-        run.stop_after_steps = stop_after_steps
-        if resume is not None:
-            restore(run, Path(resume))
+        start = None if resume is None else _resume.read(Path(resume), cfg)
+        run = setup(cfg, world, device, splits, progress and world.main, start, make_selector, make_model)
+        if start is not None:
+            at = _resume.restore(
+                start, run.model, run.optimizer, run.scheduler, run.selector, world, cfg.run.seed, run.out
+            )
+            run.epoch, run.step, run.history = at.epoch, at.step, at.history
         try:
             for epoch in range(run.epoch, cfg.optim.epochs):
                 run.epoch = epoch
@@ -136,13 +117,12 @@ def train(
                     end_epoch(run, row)  # the epoch's training is saved even when its test fails
                     raise
                 end_epoch(run, row)
-        except _Interrupted:
-            return {"interrupted_at_step": run.step}
         finally:
             run.checkpoints.wait()  # a run that ends, fails or is interrupted leaves whole checkpoints
-            if run.writer is not None:
-                run.writer.close()
-        return finish(run)
+            run.log.close()
+        if not world.main:
+            return {"rank": world.rank}
+        return finish(run.out, run.history, run.selector, run.train_split)
     finally:
         run = None  # the DDP model goes before its process group (distributed.shutdown says why)
         distributed.shutdown(world)
@@ -158,6 +138,7 @@ def setup(
     device: torch.device,
     splits,
     progress: bool,
+    start: _resume.Start | None = None,
     make: Callable[..., Selector] | None = None,
     make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> Run:
@@ -174,7 +155,7 @@ def setup(
     train_split, test_split = splits
     batch_size = cfg.data.batch_size // world.size
     check_splits(train_split, test_split, batch_size, cfg.data.skip_bad, progress)
-    run = learner(cfg, world, device, train_split, progress, make, make_model)
+    run = learner(cfg, world, device, train_split, progress, start, make, make_model)
     run.train_loader, run.test_loader = _loaders(
         cfg, world, device, train_split, test_split, batch_size, progress
     )
@@ -187,11 +168,14 @@ def learner(
     device: torch.device,
     train_split: Split,
     progress: bool = False,
+    start: _resume.Start | None = None,
     make: Callable[..., Selector] | None = None,
     make_model: Callable[..., torch.nn.Module] | None = None,
 ) -> Run:
     """A Run without its loaders: the model (channels-last on CUDA), the fused AdamW with its schedule, the
-    selector, and the DistributedDataParallel wrapper under torchrun. Benchmarks build their steps on it."""
+    selector (`make`, default rdfer.robust.selection.make_selector: (robust, num_samples, epochs, device)),
+    and the DistributedDataParallel wrapper under torchrun; built for `start` when resuming. Benchmarks build
+    their steps on it."""
     model = (make_model or RDFER)(cfg, train_split.classes).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
@@ -200,30 +184,31 @@ def learner(
     # Fused: one kernel per step on a GPU, and it skips a step whose found_inf is set without a host sync.
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
     steps_per_epoch = max(len(train_split) // cfg.data.batch_size, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    schedule = _resume.lr_schedule(cfg, steps_per_epoch, start)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     # Rank 0's BatchNorm statistics are broadcast before evaluation instead of at every forward, so a forward
     # holds no collective and a rank with an empty batch can sit a step out with the others.
     step_model = model
     if world.distributed:
         ids = [device] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    make = make or make_selector
-    selector = make(cfg.robust, len(train_split), cfg.optim.epochs, device)
-    run = Run(
+    plan = _resume.planned(cfg, start)
+    selector = (make or make_selector)(plan.robust, len(train_split), plan.optim.epochs, device)
+    out = Path(cfg.run.out)
+    return Run(
         cfg,
         world,
         device,
-        Path(cfg.run.out),
+        out,
         train_split,
         model,
         step_model,
         optimizer,
         scheduler,
         selector,
+        RunLog(out, resumed=start is not None),
         progress=progress,
     )
-    run.steps_per_epoch, run.make_selector = steps_per_epoch, make
-    return run
 
 
 def _loaders(cfg: Config, world, device, train_split: Split, test_split: Split, batch_size: int, progress):
@@ -247,7 +232,7 @@ def train_epoch(run: Run) -> dict:
     set_loader_epoch(run.train_loader, epoch)
     run.step_model.train()
     run.skipped = SkipReport()
-    totals = _Totals(run.device)
+    totals = EpochTotals(run.device)
     t0 = time.perf_counter()
     bar = tqdm(
         run.train_loader,
@@ -259,8 +244,6 @@ def train_epoch(run: Run) -> dict:
     beat = _Heartbeat(enabled=run.world.main and not run.progress)
     try:
         for i, batch in enumerate(bar):
-            if run.stop_after_steps is not None and run.step >= run.stop_after_steps:
-                raise _Interrupted
             beat.maybe(f"epoch {epoch + 1}/{cfg.optim.epochs}: batch {i}/{len(run.train_loader)}")
             run.skipped.add(batch)
             train_step(run, batch, totals)
@@ -294,7 +277,7 @@ def train_epoch(run: Run) -> dict:
     }
 
 
-class _Totals:
+class EpochTotals:
     """One epoch's running sums, kept on the device and read at its end (and by check): loss sum, correct,
     samples, non-finite steps, then the count of each category; plus the current run of non-finite steps."""
 
@@ -335,7 +318,7 @@ class _Heartbeat:
             print(f"{text} ({now - self.t0:.0f}s)", file=sys.stderr, flush=True)
 
 
-def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
+def train_step(run: Run, batch: dict, totals: EpochTotals) -> None:
     """Forward; the batch's weights from the selector (nothing stored yet); the weighted loss; backward; an
     update that the optimiser skips on the device when the loss or a gradient is not finite; the selector's
     rows committed where the step was good. No host synchronisation: the outcome stays on the device."""
@@ -343,8 +326,8 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
     empty = batch["frames"].shape[0] == 0
     if cfg.data.skip_bad and world.distributed:  # a rank with nothing to train on: all ranks sit it out
         empty = bool(distributed.all_max(int(empty), world, device))
-    if empty:
-        return Step.EMPTY
+    if empty:  # every clip of the batch was unreadable (data.skip_bad), on every rank
+        return
     ids = batch["sample_id"]
     if int(ids.min()) < 0 or int(ids.max()) >= len(run.selector):  # on the host, before the copy: free
         raise IndexError(
@@ -380,7 +363,6 @@ def train_step(run: Run, batch: dict, totals: _Totals) -> Step:
     run.step += 1
     correct = (result["logits"].argmax(-1) == labels).sum()
     totals.add(loss, correct, labels.numel(), assessed.category, ok)
-    return Step.TAKEN
 
 
 def _finite_update(run: Run, loss: Tensor) -> Tensor:
@@ -427,9 +409,9 @@ def end_epoch(run: Run, row: dict) -> None:
 
 
 def _write_epoch(run: Run, row: dict) -> None:
-    if run.rewrite_log:
-        start_log(run)
-    log_row(run, row)
+    run.log.write(row, run.history)
+    if len(run.skipped):
+        print(run.skipped.summary(), file=sys.stderr)
     cfg = run.cfg
     state = {
         "epoch": run.epoch,

@@ -4,13 +4,15 @@ comparison goes through the op under RDFER_KERNELS=fast and counts the launch.""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
-from rdfer.ops.agreement import EASY, HARD, NOISY, AgreementParams, agreement, agreement_reference
-from rdfer.ops.constants import AGREEMENT_LOGIT_DTYPES, CATEGORY_NAMES, Category
+from rdfer.kernels.agreement import AGREEMENT_LOGIT_DTYPES
+from rdfer.ops.agreement import AgreementParams, agreement, agreement_reference
+from rdfer.robust.categories import CATEGORY_NAMES, EASY, HARD, NOISY, Category
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FIELDS = ("majority", "agreement", "support", "margin", "ema_rows", "category", "weight", "target")
@@ -264,15 +266,17 @@ def test_dispatch_takes_the_twin_where_shared_memory_does_not_fit(monkeypatch, c
 
 def test_kernel_input_errors_are_clear():
     logits, labels, ids, memory = random_batch(4, 4, 7, seed=8, device="cpu")
-    params = AgreementParams()
+    params = {**dataclasses.asdict(AgreementParams()), "warm": True}
     with pytest.raises(ValueError, match="1..8 clips and 1..16 classes"):
-        kernel_module.agreement_kernel(torch.zeros(4, 9, 7), labels, ids, memory, params, True)
+        kernel_module.agreement_kernel(torch.zeros(4, 9, 7), labels, ids, memory, **params)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 7\)"):
-        kernel_module.agreement_kernel(logits, labels + 7, ids, memory, params, True)
+        kernel_module.agreement_kernel(logits, labels + 7, ids, memory, **params)
     with pytest.raises(ValueError, match="sample ids must be in"):
-        kernel_module.agreement_kernel(logits, labels, ids + 100, memory, params, True)
+        kernel_module.agreement_kernel(logits, labels, ids + 100, memory, **params)
     with pytest.raises(ValueError, match="float32 \\[N, 2\\]"):
-        kernel_module.agreement_kernel(logits, labels, ids, memory.double(), params, True)
+        kernel_module.agreement_kernel(logits, labels, ids, memory.double(), **params)
+    with pytest.raises(TypeError, match="rules must be"):
+        kernel_module.agreement_kernel(logits, labels, ids, memory, warm=True)
 
 
 def test_configurations_cover_the_launch_rule():

@@ -163,7 +163,7 @@ def test_training_and_evaluation_hand_the_sample_ids_to_the_model():
     from rdfer import distributed
     from rdfer.data.records import ClipRecord, Split
     from rdfer.evaluation import predict_loader
-    from rdfer.training import _Totals, learner, train_step
+    from rdfer.training import EpochTotals, learner, train_step
 
     seen = []
 
@@ -176,7 +176,7 @@ def test_training_and_evaluation_hand_the_sample_ids_to_the_model():
     split = Split("t", "train", CLASSES, [ClipRecord(i, str(i), "unused", i % 7) for i in range(6)])
     run = learner(cfg, distributed.World(), torch.device("cpu"), split, make_model=make)
     batch = {"frames": frames(), "label": torch.tensor([0, 1, 2]), "sample_id": torch.tensor([5, 0, 3])}
-    train_step(run, batch, _Totals(torch.device("cpu")))
+    train_step(run, batch, EpochTotals(torch.device("cpu")))
     test_batch = {**batch, "sample_id": torch.tensor([2, 4, 1]), "skipped": []}
     predict_loader(run.model, [test_batch], torch.device("cpu"), cfg.run)
     assert seen == [([5, 0, 3], True), ([2, 4, 1], False)]

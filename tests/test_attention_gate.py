@@ -19,8 +19,8 @@ triton = pytest.importorskip("triton")
 
 from rdfer.kernels import _launch  # noqa: E402
 from rdfer.kernels import attention_gate as kernel_module  # noqa: E402
+from rdfer.kernels.attention_gate import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES  # noqa: E402
 from rdfer.ops.attention_gate import attention_gate, attention_gate_reference  # noqa: E402
-from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("interpret")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -365,8 +365,7 @@ def test_folds_are_checked_before_the_first_trains(tiny_root, tmp_path, capsys):
 
 
 def test_an_empty_environment_variable_is_unset(monkeypatch, tmp_path):
-    from rdfer.data.cache import frame_cache_dir
-    from rdfer.data.prepare import cache_dir
+    from rdfer.environment import cache_dir, frame_cache_dir
     from rdfer.ops import dispatch
     from rdfer.training import _Heartbeat
 

@@ -15,9 +15,9 @@ from rdfer.data.synth import generate, load_ground_truth
 from rdfer.data.synth.noise import flip_labels
 from rdfer.experiments import judge, noise
 from rdfer.metrics import auroc
-from rdfer.ops.agreement import EASY, HARD, NOISY
-from rdfer.robust.selector import EpochNotes
-from rdfer.robust.stats import LOSS, SampleStats, StatsSelector
+from rdfer.robust.categories import EASY, HARD, NOISY
+from rdfer.robust.selector import EpochNotes, StatsSelector
+from rdfer.robust.stats import LOSS, SampleStats
 
 
 def test_true_categories_put_a_wrong_label_before_hardness():

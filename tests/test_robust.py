@@ -12,11 +12,11 @@ from rdfer.experiments.baselines.confident import confident_off_diagonal
 from rdfer.experiments.baselines.coteaching import CoTeachingSelector, small_loss_mask
 from rdfer.experiments.baselines.exclusion import rank_correlation
 from rdfer.experiments.baselines.oracle import OracleSelector
-from rdfer.ops.agreement import EASY, HARD, NOISY
+from rdfer.robust.categories import EASY, HARD, NOISY
 from rdfer.robust.gmm import gmm2
 from rdfer.robust.loss import rdfer_loss, weighted_ce
-from rdfer.robust.selection import SelectionSelector
-from rdfer.robust.selector import make_selector
+from rdfer.robust.selection import SelectionSelector, make_selector
+from rdfer.robust.selector import renormalised
 from rdfer.robust.stats import (
     LOSS,
     MARGIN,
@@ -25,7 +25,6 @@ from rdfer.robust.stats import (
     VIEW_OTHER,
     WRONG,
     SampleStats,
-    renormalised,
     sample_rows,
 )
 

@@ -13,7 +13,7 @@ from rdfer.config import load_config
 from rdfer.data.augment import clip_augment_params
 from rdfer.data.records import ClipRecord, Split
 from rdfer.ops.augment import params_to_tensor
-from rdfer.training import _Totals, learner, train_step
+from rdfer.training import EpochTotals, learner, train_step
 
 CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 
@@ -35,7 +35,7 @@ def small_run(*overrides, device="cuda"):
 @pytest.mark.parametrize("robust", ["robust.enabled=true", "robust.enabled=false"])
 def test_a_training_step_makes_no_host_sync(robust):
     run, batch = small_run(robust)
-    totals = _Totals(run.device)
+    totals = EpochTotals(run.device)
     for _ in range(2):  # warm-up: cudnn.benchmark and Triton compile here, and may synchronise
         train_step(run, batch, totals)
     torch.cuda.synchronize()
@@ -52,7 +52,7 @@ def test_a_training_step_makes_no_host_sync(robust):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_a_non_finite_step_is_skipped_on_the_device(monkeypatch, device):
     run, batch = small_run(device=device)
-    totals = _Totals(run.device)
+    totals = EpochTotals(run.device)
     train_step(run, batch, totals)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     import rdfer.training as training

@@ -17,6 +17,27 @@ from rdfer.train import parse_folds, train, train_folds
 from rdfer.training import TrainingError
 
 
+class Killed(BaseException):
+    """A kill mid-run: nothing of the run catches it, so it ends writing nothing more."""
+
+
+@pytest.fixture
+def kill_at_step(monkeypatch):
+    """kill_at_step(n): the run dies as it starts optimiser step n (0-based), as if killed."""
+
+    def arm(n: int) -> None:
+        real = train_module.train_step
+
+        def step(run, batch, totals):
+            if run.step >= n:
+                raise Killed(run.step)
+            real(run, batch, totals)
+
+        monkeypatch.setattr(train_module, "train_step", step)
+
+    return arm
+
+
 def without_timing(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
@@ -38,13 +59,17 @@ def test_train_writes_everything_a_user_needs(tiny_config, tmp_path):
     assert summary["best_war_epoch"]["war"] == max(h["test_war"] for h in summary["history"])
 
 
-def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tiny_config, tmp_path):
+def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(
+    tiny_config, tmp_path, monkeypatch, kill_at_step
+):
     whole = train(tiny_config(tmp_path / "whole"), progress=False)
     cfg = tiny_config(tmp_path / "cut")
     steps_per_epoch = 42 // 8  # tiny: 42 training clips, the last partial batch dropped
-    assert train(cfg, progress=False, stop_after_steps=steps_per_epoch + 2) == {
-        "interrupted_at_step": steps_per_epoch + 2
-    }
+    kill_at_step(steps_per_epoch + 2)
+    with pytest.raises(Killed) as killed:
+        train(cfg, progress=False)
+    assert killed.value.args == (steps_per_epoch + 2,)
+    monkeypatch.undo()
     assert checkpoint.load(tmp_path / "cut" / "last.pt")["epoch"] == 0  # only epoch 1 completed
     resumed = train(cfg, resume=tmp_path / "cut" / "last.pt", progress=False)
     assert without_timing(resumed["history"]) == without_timing(whole["history"])
@@ -59,9 +84,12 @@ def test_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tin
     ).read_text()
 
 
-def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypatch):
+def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypatch, kill_at_step):
     cfg = tiny_config(tmp_path, "optim.epochs=2")
-    train(cfg, progress=False, stop_after_steps=6)  # epoch 1 complete (5 steps) -> last.pt holds epoch 0
+    kill_at_step(6)
+    with pytest.raises(Killed):
+        train(cfg, progress=False)  # epoch 1 complete (5 steps) -> last.pt holds epoch 0
+    monkeypatch.undo()
     before = (tmp_path / "last.pt").read_bytes()
 
     def dies_while_writing(obj, f, *a, **k):

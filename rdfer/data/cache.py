@@ -1,7 +1,7 @@
 """The frame cache's store: every clip decoded once into uint8 frames at the training size, kept on disk and
 reused by every later epoch, fold and run (rdfer.data.cached_loader reads batches from it).
 
-One folder per key (dataset, root, T, frame selection, image size, decoder) under frame_cache_dir()
+One folder per key (dataset, root, T, frame selection, image size, decoder) under the frame cache folder
 ($RDFER_FRAME_CACHE, else $RDFER_CACHE/frames, else ~/.cache/rdfer/frames):
     frames.u8    the rows back to back, uint8 [rows, T, 3, size, size] (read as a memmap)
     index.json   the key, the committed row count, and per clip (its path relative to the root) its row and
@@ -52,13 +52,6 @@ class CacheSpaceError(OSError):
     """The store's disk lacks the space to decode a split into it."""
 
 
-def frame_cache_dir() -> Path:
-    from rdfer.data.prepare import cache_dir
-
-    env = environment.get("RDFER_FRAME_CACHE")
-    return Path(env) if env else cache_dir() / "frames"
-
-
 @dataclass(frozen=True)
 class StoreKey:
     dataset: str
@@ -79,7 +72,7 @@ class StoreKey:
     def folder(self) -> Path:
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
         name = f"{self.dataset}-T{self.num_frames}-{self.image_size}px-{self.decoder}-{digest[:16]}"
-        return frame_cache_dir() / name
+        return environment.frame_cache_dir() / name
 
 
 def split_root(split: Split) -> Path:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rdfer.data.cache import StoreKey, StoreView, fill_store, gb_text, split_root
 from rdfer.data.loader import PositionBatchLoader
 from rdfer.data.records import DataError, Split
+from rdfer.errors import ConfigError
 
 STORAGES = ("device", "host", "disk")
 _PLACES = {"device": "GPU memory", "host": "host memory", "disk": "the store's memory map"}
@@ -151,8 +152,6 @@ class CachedClipLoader(PositionBatchLoader):
         super().__init__(split, **kwargs)
         self.view, self.storage, self.device = view, storage, torch.device(device)
         self.why = why or f"storage={storage}"
-        if storage == "device" and self.device.type != "cuda":
-            raise ValueError(f"storage 'device' keeps the frames on a CUDA device, not {self.device}")
         on = self.device if storage == "device" else torch.device("cpu")
         self.frames = _load(view, on, progress) if storage != "disk" else None
         self.memmap = view.memmap() if storage == "disk" else None
@@ -260,6 +259,11 @@ def make_cached_loader(
     DALI on `device`), then a CachedClipLoader over it; storage 'auto' picks one with measured_storage.
     kwargs: PositionBatchLoader's (order, epoch, augmentation, skip_bad)."""
     device = torch.device(device)
+    if storage == "device" and device.type != "cuda":  # before the store is filled, which can take long
+        raise ConfigError(
+            f"data.cache=device keeps the frames on a CUDA device; this run is on {device} "
+            "(use data.cache=auto, host or disk)"
+        )
     num_frames, size = kwargs.get("num_frames", 64), kwargs.get("image_size", 112)
     if decoder == "dali":
         from rdfer.data.dali import decode_clips_dali

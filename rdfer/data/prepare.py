@@ -18,10 +18,6 @@ from rdfer.data.records import Split
 from rdfer.errors import DataError
 
 
-def cache_dir() -> Path:
-    return Path(environment.get("RDFER_CACHE") or Path.home() / ".cache" / "rdfer")
-
-
 def resolve_root(data: DataConfig, progress: bool = True) -> Path:
     if data.root is not None:
         return Path(data.root)
@@ -32,7 +28,7 @@ def resolve_root(data: DataConfig, progress: bool = True) -> Path:
     name = f"{data.synth_preset}-seed{data.synth_seed}-{data.synth_noise_kind}{data.synth_noise:g}"
     return generate(
         data.synth_preset,
-        cache_dir() / "synth" / name,
+        environment.cache_dir() / "synth" / name,
         seed=data.synth_seed,
         noise=data.synth_noise,
         noise_kind=data.synth_noise_kind,
@@ -85,11 +81,6 @@ def _cached_loader(split: Split, data: DataConfig, decoder: str, device: torch.d
     from rdfer.data.cache import CacheSpaceError
     from rdfer.data.cached_loader import make_cached_loader
 
-    if data.cache == "device" and device.type != "cuda":
-        raise ConfigError(
-            f"data.cache=device keeps the frames on a CUDA device; this run is on {device} "
-            "(use data.cache=auto, host or disk)"
-        )
     try:
         return make_cached_loader(
             split,

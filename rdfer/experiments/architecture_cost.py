@@ -31,7 +31,7 @@ def _batch(cfg: Config) -> dict:
 def step_rates(base: Config, variants: dict, classes, rounds: int = 5, steps: int = 3) -> dict[str, float]:
     """Training clips/s of one step per variant, {name: rate}; `variants` maps a name to (config overrides,
     make_model or None). CPU, the base config's batch."""
-    from rdfer.training import _Totals, learner, train_step
+    from rdfer.training import EpochTotals, learner, train_step
 
     device = torch.device("cpu")
     cfg0 = load_config(base.to_dict(), ["run.out=unused"])
@@ -43,11 +43,11 @@ def step_rates(base: Config, variants: dict, classes, rounds: int = 5, steps: in
         torch.manual_seed(0)
         cfg = load_config(cfg0.to_dict(), list(overrides))
         runs[name] = learner(cfg, distributed.World(), device, split, make_model=make_model)
-        train_step(runs[name], batch, _Totals(device))  # warm-up: first-call allocations
+        train_step(runs[name], batch, EpochTotals(device))  # warm-up: first-call allocations
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
         for name, run in runs.items():
-            totals = _Totals(device)
+            totals = EpochTotals(device)
             t0 = time.perf_counter()
             for _ in range(steps):
                 train_step(run, batch, totals)

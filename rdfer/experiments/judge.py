@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.metrics import auroc
-from rdfer.ops.agreement import CATEGORY_NAMES, NOISY
+from rdfer.robust.categories import CATEGORY_NAMES, NOISY
 from rdfer.robust.stats import LOSS, MARGIN, PROBS, VIEW_OTHER
 
 TRUE_CATEGORIES = ("easy", "hard", "noisy")

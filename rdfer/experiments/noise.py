@@ -59,7 +59,7 @@ from rdfer.experiments.baselines.oracle import OracleSelector
 from rdfer.experiments.common import describe_device
 from rdfer.experiments.judge import judge, true_categories
 from rdfer.experiments.noise_report import markdown, plot_accuracy, plot_histograms
-from rdfer.robust.selector import make_selector
+from rdfer.robust.selection import make_selector
 
 SETTINGS: dict[str, tuple[str, float]] = {  # (kind, rate) of the label noise
     "symmetric-0": ("symmetric", 0.0),

@@ -8,7 +8,7 @@ import numpy as np
 
 from rdfer.experiments.common import seed_stat
 from rdfer.experiments.judge import HARD_REASONS, TRUE_CATEGORIES
-from rdfer.ops.agreement import CATEGORY_NAMES
+from rdfer.robust.categories import CATEGORY_NAMES
 
 
 def _pct(x: float | None) -> str:

@@ -22,27 +22,14 @@ changes. Nothing here carries a gradient.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from rdfer.ops import dispatch
-from rdfer.ops.constants import AGREEMENT_MAX_CLASSES, AGREEMENT_MAX_CLIPS, CATEGORY_NAMES, Category
-
-__all__ = [
-    "CATEGORY_NAMES",
-    "EASY",
-    "HARD",
-    "NOISY",
-    "AgreementParams",
-    "AgreementStats",
-    "Category",
-    "agreement",
-    "agreement_reference",
-    "kernel_problem",
-]
-EASY, HARD, NOISY = Category.EASY, Category.HARD, Category.NOISY  # the short names callers import
+from rdfer.robust.categories import Category
 
 
 @dataclass(frozen=True)
@@ -77,6 +64,20 @@ class AgreementStats:
 
 
 @torch.no_grad()
+def majority_vote(clip_logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The clips' vote, the package's rule (module doc): (p [B, C] the mean probabilities, m [B] int64 the
+    majority class, A [B] the share of the K clips that voted for it)."""
+    b, k, c = clip_logits.shape
+    probs = clip_logits.float().softmax(dim=-1)
+    mean = probs.mean(dim=1)
+    votes = torch.zeros(b, c, device=probs.device).scatter_add_(
+        1, probs.argmax(dim=-1), torch.ones(b, k, device=probs.device)
+    )
+    majority = (votes + 0.5 * mean).argmax(dim=-1)
+    return mean, majority, votes.gather(1, majority[:, None]).squeeze(1) / k
+
+
+@torch.no_grad()
 def agreement_reference(
     clip_logits: Tensor,
     labels: Tensor,
@@ -85,15 +86,9 @@ def agreement_reference(
     params: AgreementParams,
     warm: bool,
 ) -> AgreementStats:
-    b, k, c = clip_logits.shape
+    b = clip_logits.shape[0]
     labels = labels.long()  # the targets are int64 whatever the labels' integer type
-    probs = clip_logits.float().softmax(dim=-1)
-    mean = probs.mean(dim=1)  # [B, C]
-    votes = torch.zeros(b, c, device=probs.device).scatter_add_(
-        1, probs.argmax(dim=-1), torch.ones(b, k, device=probs.device)
-    )
-    majority = (votes + 0.5 * mean).argmax(dim=-1)
-    agreement = votes.gather(1, majority[:, None]).squeeze(1) / k
+    mean, majority, agreement = majority_vote(clip_logits)
     support = mean.gather(1, labels[:, None]).squeeze(1)
     margin = mean.max(dim=-1).values - support
 
@@ -106,11 +101,11 @@ def agreement_reference(
     is_easy = agree & (majority == labels)
     is_noisy = agree & (majority != labels) & (s < params.s_max)
     easy, hard, noisy = map(int, (Category.EASY, Category.HARD, Category.NOISY))  # torch.compile wants ints
-    category = torch.full((b,), hard, dtype=torch.long, device=probs.device)
+    category = torch.full((b,), hard, dtype=torch.long, device=mean.device)
     category[is_easy] = easy
     category[is_noisy] = noisy
 
-    weight = torch.ones(b, device=probs.device)
+    weight = torch.ones(b, device=mean.device)
     target = labels.clone()
     if warm:
         weight = torch.where(category == hard, 1 + (1 - a), weight)
@@ -125,28 +120,10 @@ def agreement_reference(
 # ------------------------------------------------------------------------------------------------ dispatch
 
 
-def kernel_problem(clip_logits: Tensor, labels: Tensor, sample_ids: Tensor, memory: Tensor) -> str | None:
-    """Why the Triton kernel cannot take these inputs (None: it can). The twin takes any shapes; the kernel's
-    own input check raises this text."""
-    if clip_logits.dim() != 3 or not clip_logits.is_floating_point():
-        shape = tuple(clip_logits.shape)
-        return f"clip logits must be floating point [B, K, C], got {clip_logits.dtype} {shape}"
-    b, k, c = clip_logits.shape
-    if not 1 <= k <= AGREEMENT_MAX_CLIPS or not 1 <= c <= AGREEMENT_MAX_CLASSES:
-        limits = f"1..{AGREEMENT_MAX_CLIPS} clips and 1..{AGREEMENT_MAX_CLASSES} classes"
-        return f"it holds {limits}, got K={k}, C={c}"
-    if labels.shape != (b,) or sample_ids.shape != (b,):
-        return (
-            f"labels and sample ids must be [B] = [{b}], got {tuple(labels.shape)}, {tuple(sample_ids.shape)}"
-        )
-    if labels.is_floating_point() or sample_ids.is_floating_point():
-        return f"labels and sample ids must be integer tensors, got {labels.dtype}, {sample_ids.dtype}"
-    if memory.dim() != 2 or memory.shape[1] != 2 or memory.dtype != torch.float32:
-        return f"agreement memory must be float32 [N, 2], got {memory.dtype} {tuple(memory.shape)}"
-    devices = {t.device for t in (clip_logits, labels, sample_ids, memory)}
-    if len(devices) != 1:
-        return f"its inputs must be on one device, got {sorted(map(str, devices))}"
-    return None
+def _kernel():
+    from rdfer.kernels import agreement  # imports triton: only once Triton can run here
+
+    return agreement
 
 
 def _context(clip_logits: Tensor) -> str:
@@ -166,8 +143,6 @@ def agreement(
     launch where it can run (CUDA, or CPU under TRITON_INTERPRET=1; RDFER_KERNELS=reference forces the twin),
     else the twin."""
     inputs = (clip_logits, labels, sample_ids, memory)
-    if dispatch.use_triton("agreement", inputs, kernel_problem, lambda: _context(clip_logits)):
-        from rdfer.kernels.agreement import agreement_kernel
-
-        return AgreementStats(*agreement_kernel(clip_logits, labels, sample_ids, memory, params, warm))
+    if dispatch.use_triton("agreement", inputs, _kernel, lambda: _context(clip_logits)):
+        return AgreementStats(*_kernel().agreement_kernel(*inputs, **dataclasses.asdict(params), warm=warm))
     return agreement_reference(clip_logits, labels, sample_ids, memory, params, warm)

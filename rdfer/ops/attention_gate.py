@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.ops import dispatch
-from rdfer.ops.constants import GATE_DTYPES, GATE_MAX_HEAD_DIM, GATE_MAX_INSTANCES
 
 
 def attention_gate_reference(
@@ -40,36 +39,10 @@ def attention_gate_reference(
 # ------------------------------------------------------------------------------------------------ dispatch
 
 
-def kernel_problem(q: Tensor, k: Tensor, v: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> str | None:
-    """Why the Triton kernel cannot take these inputs (None: it can). The twin takes anything; the kernel's
-    own input check raises this text."""
-    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        return (
-            f"q, k, v must share one shape [B, L, H, d], got {tuple(q.shape)}, {tuple(k.shape)}, "
-            f"{tuple(v.shape)}"
-        )
-    b, length, h, d = q.shape
-    if x.shape != (b, length, h * d) or weight.shape != (h * d,) or bias.shape != (h * d,):
-        return (
-            f"x must be [B, L, H*d] = {(b, length, h * d)} and weight, bias [{h * d}]; got {tuple(x.shape)}, "
-            f"{tuple(weight.shape)}, {tuple(bias.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in GATE_DTYPES or x.dtype not in GATE_DTYPES:
-        return (
-            f"it takes float32 or bfloat16 q, k, v (one dtype) and x; got {q.dtype}, {k.dtype}, {v.dtype}, "
-            f"{x.dtype}"
-        )
-    if not (weight.is_floating_point() and bias.is_floating_point()):
-        return f"the LayerNorm weight and bias must be floating point, got {weight.dtype}, {bias.dtype}"
-    if not (1 <= length <= GATE_MAX_INSTANCES and 1 <= h and 1 <= d <= GATE_MAX_HEAD_DIM):
-        return (
-            f"it holds 1..{GATE_MAX_INSTANCES} instances, at least one head and head dim "
-            f"1..{GATE_MAX_HEAD_DIM}; got L={length}, H={h}, d={d}"
-        )
-    devices = {t.device for t in (q, k, v, x, weight, bias)}
-    if len(devices) != 1:
-        return f"all its inputs must be on one device, got {sorted(map(str, devices))}"
-    return None
+def _kernel():
+    from rdfer.kernels import attention_gate  # imports triton: only once Triton can run here
+
+    return attention_gate
 
 
 def _context(q: Tensor) -> str:
@@ -81,9 +54,6 @@ def attention_gate(
 ) -> Tensor:
     """One stream's gate: the Triton kernel where it can run (CUDA, or CPU under TRITON_INTERPRET=1, with
     shapes, dtypes and shared memory it fits; RDFER_KERNELS=reference forces the twin), else the twin."""
-    inputs = (q, k, v, x, weight, bias)
-    if dispatch.use_triton("attention_gate", inputs, kernel_problem, lambda: _context(q)):
-        from rdfer.kernels.attention_gate import AttentionGateFunction
-
-        return AttentionGateFunction.apply(q, k, v, x, weight, bias, eps)
+    if dispatch.use_triton("attention_gate", (q, k, v, x, weight, bias), _kernel, lambda: _context(q)):
+        return _kernel().AttentionGateFunction.apply(q, k, v, x, weight, bias, eps)
     return attention_gate_reference(q, k, v, x, weight, bias, eps)

@@ -19,6 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from rdfer import environment
 
@@ -132,12 +133,13 @@ def triton_usable(device) -> bool:
 
 
 def use_triton(
-    kernel: str, tensors: tuple, kernel_problem: Callable[..., str | None], context: Callable[[], str]
+    kernel: str, tensors: tuple, module: Callable[[], ModuleType], context: Callable[[], str]
 ) -> bool:
-    """Whether the Triton kernel `rdfer.kernels.<kernel>` takes these inputs: never under
-    RDFER_KERNELS=reference; otherwise where Triton can run on their device, kernel_problem(*tensors) finds
-    nothing and the kernel module's pipelining(*tensors) fits the device's shared memory. Under
-    RDFER_KERNELS=fast a refusal is an error naming the kernel, context() (its inputs) and the reason."""
+    """Whether a Triton kernel takes these inputs: never under RDFER_KERNELS=reference; otherwise where Triton
+    can run on their device and the kernel's module (`module()`, rdfer.kernels.<kernel>, imported only then)
+    accepts them: its kernel_problem(*tensors) finds nothing and pipelining(*tensors) fits the device's
+    shared memory. Under RDFER_KERNELS=fast a refusal is an error naming the kernel, context() (its inputs)
+    and the reason."""
     wanted = mode()
     if wanted == "reference":
         return False
@@ -145,9 +147,8 @@ def use_triton(
     if not triton_usable(device):
         problem = f"it needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); got {device}"
     else:
-        problem = kernel_problem(*tensors)
-        if problem is None:
-            problem = importlib.import_module(f"rdfer.kernels.{kernel}").pipelining(*tensors)[1] or None
+        kernels = module()
+        problem = kernels.kernel_problem(*tensors) or kernels.pipelining(*tensors)[1] or None
     if problem is None:
         return True
     if wanted == "fast":

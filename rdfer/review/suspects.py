@@ -17,8 +17,9 @@ import torch
 from rdfer import checkpoint
 from rdfer.config import Config, from_dict
 from rdfer.errors import CheckpointError
-from rdfer.ops.agreement import NOISY
-from rdfer.robust.selector import Selector, make_selector
+from rdfer.robust.categories import NOISY
+from rdfer.robust.selection import make_selector
+from rdfer.robust.selector import Selector
 from rdfer.robust.stats import PROBS
 
 # The trajectory's verdict over the last third of the epochs that saw the sample.

@@ -15,11 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.ops.agreement import EASY, NOISY
+from rdfer.config import RobustConfig
+from rdfer.errors import ConfigError
+from rdfer.robust.categories import EASY, NOISY
 from rdfer.robust.elr import ElrTargets
 from rdfer.robust.gmm import gmm2
-from rdfer.robust.selector import Assessed, EpochNotes
-from rdfer.robust.stats import LOSS, StatsSelector
+from rdfer.robust.selector import Assessed, EpochNotes, Selector, StatsSelector
+from rdfer.robust.stats import LOSS
 
 
 class SelectionSelector(StatsSelector):
@@ -66,3 +68,11 @@ class SelectionSelector(StatsSelector):
     def load_state_dict(self, state: dict) -> None:
         self.elr.load_state_dict(state["elr_targets"])
         super().load_state_dict(state)
+
+
+def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: torch.device) -> Selector:
+    """The selector of the training core (robust.method=rdfer, docs/method.md §3), for a training split of
+    num_samples clips. The noise experiment passes its own factory for the methods it measures against."""
+    if robust.method != "rdfer":  # config validation refuses any other; a guard for a Config built by hand
+        raise ConfigError(f"robust.method={robust.method!r}: the training core has the `rdfer` method only")
+    return SelectionSelector(robust, num_samples, epochs, device)

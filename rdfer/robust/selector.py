@@ -11,6 +11,10 @@ in this order:
     notes = selector.end_epoch(epoch)              at the end of each epoch: the decisions for the next one
                                                    (warm-up end, categories); log fields and messages
 
+`StatsSelector` is what the methods share: rows in assess, sums in commit, the decisions of end_epoch (each
+method's `decide`) looked up in the next epoch's steps, the noise score and category of every epoch kept for
+the report. The training core's method and the factory that builds it are in rdfer.robust.selection.
+
 No method here synchronises the device with the host inside a step. See docs/method.md §3 for the methods.
 """
 
@@ -19,17 +23,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from rdfer.config import RobustConfig
-from rdfer.errors import ConfigError
-from rdfer.ops.agreement import CATEGORY_NAMES, NOISY
-
-if TYPE_CHECKING:
-    from rdfer.robust.stats import SampleStats
+from rdfer.robust.categories import CATEGORY_NAMES, EASY, NOISY
+from rdfer.robust.stats import LOSS, PROBS, SampleStats, sample_rows
 
 
 @dataclass
@@ -103,11 +103,91 @@ class Selector:
         return {name: float((self.category == i).sum()) / n for i, name in enumerate(CATEGORY_NAMES)}
 
 
-def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: torch.device) -> Selector:
-    """The selector of the training core (robust.method=rdfer, docs/method.md §3), for a training split of
-    num_samples clips. The noise experiment passes its own factory for the methods it measures against."""
-    from rdfer.robust.selection import SelectionSelector
+def renormalised(weight: Tensor, cap: float) -> Tensor:
+    """Weights scaled so that the batch's loss keeps its size (sum w = B), by a factor of at most `cap`: a
+    batch whose samples are mostly excluded is not blown up."""
+    return weight * (weight.shape[0] / weight.sum()).clamp(max=cap).nan_to_num(0.0)
 
-    if robust.method != "rdfer":  # config validation refuses any other; a guard for a Config built by hand
-        raise ConfigError(f"robust.method={robust.method!r}: the training core has the `rdfer` method only")
-    return SelectionSelector(robust, num_samples, epochs, device)
+
+class StatsSelector(Selector):
+    """A method that decides, once per epoch, each sample's weight and category from SampleStats.
+
+    Subclasses implement `decide(epoch) -> EpochNotes`, which sets `weight`, `category`, `score` and
+    `started` (whether decisions are made yet); with robust.enabled=false they still decide (the experiment
+    judges them) but every weight stays 1."""
+
+    def __init__(
+        self, robust: RobustConfig, num_samples: int, epochs: int, device: torch.device | str = "cpu"
+    ):
+        self.robust, self.enabled, self.epochs = robust, robust.enabled, epochs
+        self.stats = SampleStats(num_samples, device)
+        self.weight = torch.ones(num_samples, device=device)  # this epoch's weight of each sample
+        self.category = torch.full((num_samples,), -1, dtype=torch.long, device=device)
+        self.majority = torch.full((num_samples,), -1, dtype=torch.long, device=device)
+        self.score = torch.zeros(num_samples, device=device)
+        self.started = False
+        self.history: dict[str, list[Tensor]] = {"score": [], "category": []}
+
+    @property
+    def warm(self) -> bool:
+        return self.enabled and self.started
+
+    @torch.no_grad()
+    def assess(self, out: dict[str, Tensor], labels: Tensor, ids: Tensor) -> Assessed:
+        weight = self.weight[ids] if self.warm else torch.ones_like(self.weight[ids])
+        category = self.category[ids].clamp(min=EASY)  # undecided samples count as easy
+        rows = torch.cat([sample_rows(out, labels), labels[:, None].float()], 1)
+        return Assessed(renormalised(weight, self.robust.weight_cap), labels, category, rows)
+
+    @torch.no_grad()
+    def commit(self, ids: Tensor, rows: Tensor, ok: Tensor) -> None:
+        self.stats.add(ids, rows[:, :-1], rows[:, -1].long(), ok)
+
+    def end_epoch(self, epoch: int) -> EpochNotes:
+        self.stats.close_epoch()
+        notes = EpochNotes()
+        if self.stats.epochs:  # some row stored so far
+            seen = self.stats.labels >= 0
+            self.category = torch.where(seen & (self.category < 0), EASY, self.category)
+            notes = self.decide(epoch)
+            self.majority = self.stats.mean()[:, PROBS:].nan_to_num(-1.0).argmax(1)
+            self.majority = torch.where(seen, self.majority, -1)
+        self.history["score"].append(self.score.clone())
+        self.history["category"].append(self.category.clone())
+        notes.fields = {"warm": self.warm, **notes.fields}
+        return notes
+
+    def decide(self, epoch: int) -> EpochNotes:
+        raise NotImplementedError
+
+    def scores(self) -> Tensor:
+        return self.score
+
+    def plain_loss(self) -> Tensor:
+        """[N] the per-sample loss averaged over every epoch so far (0 where never seen): the plain score the
+        noise score is compared with."""
+        return self.stats.mean()[:, LOSS].nan_to_num(0.0)
+
+    def state_dict(self) -> dict:
+        stack = lambda xs, dtype: torch.stack(xs).cpu() if xs else torch.zeros(0, len(self), dtype=dtype)  # noqa: E731
+        return {
+            "stats": self.stats.state_dict(),
+            "weight": self.weight.cpu(),
+            "category": self.category.cpu(),
+            "majority": self.majority.cpu(),
+            "score": self.score.cpu(),
+            "started": torch.tensor(self.started),
+            "score_history": stack(self.history["score"], torch.float32),
+            "category_history": stack(self.history["category"], torch.long),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats.load_state_dict(state["stats"])
+        device = self.weight.device
+        for name in ("weight", "category", "majority", "score"):
+            setattr(self, name, state[name].to(device))
+        self.started = bool(state["started"])
+        self.history = {
+            "score": [s.to(device) for s in state["score_history"]],
+            "category": [c.to(device) for c in state["category_history"]],
+        }

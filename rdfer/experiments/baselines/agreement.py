@@ -15,8 +15,8 @@ from torch import Tensor
 
 from rdfer.config import RobustConfig
 from rdfer.ops.agreement import AgreementParams, agreement
-from rdfer.robust.selector import Assessed, EpochNotes
-from rdfer.robust.stats import StatsSelector, sample_rows
+from rdfer.robust.selector import Assessed, EpochNotes, StatsSelector
+from rdfer.robust.stats import sample_rows
 
 
 def agreement_params(robust: RobustConfig) -> AgreementParams:

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdfer.experiments.baselines.confident import confident_off_diagonal
-from rdfer.ops.agreement import EASY, NOISY
-from rdfer.robust.selector import Assessed, EpochNotes
-from rdfer.robust.stats import LOSS, PROBS, StatsSelector, renormalised
+from rdfer.robust.categories import EASY, NOISY
+from rdfer.robust.selector import Assessed, EpochNotes, StatsSelector, renormalised
+from rdfer.robust.stats import LOSS, PROBS
 
 MAX_RATE = 0.5
 

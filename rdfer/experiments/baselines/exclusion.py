@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from rdfer.experiments.baselines.confident import confident_off_diagonal
-from rdfer.ops.agreement import EASY, NOISY
-from rdfer.robust.selector import EpochNotes
-from rdfer.robust.stats import LOSS, PROBS, StatsSelector
+from rdfer.robust.categories import EASY, NOISY
+from rdfer.robust.selector import EpochNotes, StatsSelector
+from rdfer.robust.stats import LOSS, PROBS
 
 WARMUP_CORR = 0.7  # rank correlation of consecutive epochs' per-sample losses that ends the warm-up
 RAMP = 3  # epochs from the warm-up's end to the full exclusion share

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rdfer.ops.agreement import EASY, NOISY
-from rdfer.robust.selector import EpochNotes
-from rdfer.robust.stats import LOSS, StatsSelector
+from rdfer.robust.categories import EASY, NOISY
+from rdfer.robust.selector import EpochNotes, StatsSelector
+from rdfer.robust.stats import LOSS
 
 
 class OracleSelector(StatsSelector):
