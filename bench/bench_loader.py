@@ -114,8 +114,9 @@ def summary(request):
     write_after_run(request, lines + _NOTES)
 
 
+@pytest.mark.usefixtures("frame_cache")
 @pytest.mark.parametrize("impl", IMPLS)
-def test_loader_throughput(benchmark, split, frame_cache, impl: str) -> None:
+def test_loader_throughput(benchmark, split, impl: str) -> None:
     if impl == "dali":
         pytest.importorskip(
             "nvidia.dali",

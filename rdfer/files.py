@@ -16,7 +16,7 @@ from rdfer.errors import RdferError
 # Test hook: called in the writing thread as (path, stage), stage "written" (the temporary file is whole,
 # not yet renamed) or "replaced"; a test holds a write there, or sends a signal at that moment.
 def on_write(path: Path, stage: str) -> None:
-    pass
+    del path, stage  # nothing happens here outside the tests
 
 
 _TEMPORARY = re.compile(r"\.(.+)\.\d+\.tmp")

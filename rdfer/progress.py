@@ -40,7 +40,7 @@ class LogLines:
     def __enter__(self) -> LogLines:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *_) -> None:
         self.close()
 
 

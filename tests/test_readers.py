@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rdfer.data.datasets import DATASETS, classes_of, load_split, manifest_files, num_folds
+from rdfer.data.datasets import DATASETS, load_split, manifest_files, num_folds
 from rdfer.data.dfew import DFEW_CLASSES, dfew_split_file, read_dfew
 from rdfer.data.ferv39k import FERV39K_CLASSES, ferv39k_split_file, read_ferv39k
 from rdfer.data.mafw import MAFW_CLASSES, mafw_split_file, read_mafw
@@ -338,15 +338,11 @@ def test_manifest_test_split_uses_train_classes(tmp_path):
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_classes_and_folds():
+def test_registry_and_folds():
     assert DATASETS == ("dfew", "ferv39k", "mafw", "manifest", "synthetic")
-    assert classes_of("dfew") == classes_of("synthetic") == DFEW_CLASSES
-    assert classes_of("ferv39k") == FERV39K_CLASSES and classes_of("mafw") == MAFW_CLASSES
     assert [num_folds(d) for d in DATASETS] == [5, 1, 5, 1, 1]
-    with pytest.raises(DataError, match="no fixed classes"):
-        classes_of("manifest")
     with pytest.raises(ConfigError, match="unknown dataset 'affwild'"):
-        classes_of("affwild")
+        num_folds("affwild")
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ def test_pairs_noise_follows_the_mapping(pairs):
     train = [t for t in load_ground_truth(root) if t.split == "train"]
     noisy = [t for t in train if t.is_noisy]
     assert len(noisy) == round(0.3 * N_TRAIN)
-    assert all(t.given_index == PAIR_FLIPS[t.true_index] for t in noisy)
+    assert all(t.given_label - 1 == PAIR_FLIPS[t.true_index] for t in noisy)
     manifest = json.loads((root / "synth.json").read_text())
     assert manifest["noise"] == {
         "rate": 0.3,
@@ -217,7 +217,7 @@ def test_the_dfew_reader_reads_it(symmetric):
         assert len(records) == (N_TRAIN if split == "train" else N_TEST)
         for r in records:
             t = truth[r.key]
-            assert r.label == (t.given_index if split == "train" else t.true_index)
+            assert r.label == (t.given_label - 1 if split == "train" else t.true_index)
             assert r.path.is_dir()
 
 

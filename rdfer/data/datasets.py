@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rdfer.data.dfew import DFEW_CLASSES, read_dfew
-from rdfer.data.ferv39k import FERV39K_CLASSES, read_ferv39k
-from rdfer.data.mafw import MAFW_CLASSES, read_mafw
+from rdfer.data.dfew import read_dfew
+from rdfer.data.ferv39k import read_ferv39k
+from rdfer.data.mafw import read_mafw
 from rdfer.data.manifest import read_manifest
 from rdfer.data.records import DataError, Split
 from rdfer.errors import ConfigError
@@ -35,7 +35,6 @@ from rdfer.errors import ConfigError
 DATASETS: tuple[str, ...] = ("dfew", "ferv39k", "mafw", "manifest", "synthetic")
 SPLITS = ("train", "test")
 
-_CLASSES = {"dfew": DFEW_CLASSES, "synthetic": DFEW_CLASSES, "ferv39k": FERV39K_CLASSES, "mafw": MAFW_CLASSES}
 _FOLDS = {"dfew": 5, "mafw": 5, "synthetic": 1, "ferv39k": 1, "manifest": 1}
 _OPTIONS = {
     "dfew": {"source"},
@@ -44,17 +43,6 @@ _OPTIONS = {
     "mafw": {"split_dir", "source", "clips_dir", "frames_dir"},
     "manifest": {"test_manifest", "classes"},
 }
-
-
-def classes_of(dataset: str) -> tuple[str, ...]:
-    """The canonical class order of a dataset (a manifest's classes come from its file: see load_split)."""
-    _check_dataset(dataset)
-    if dataset == "manifest":
-        raise DataError(
-            "a manifest has no fixed classes: they come from the `classes` option or from the "
-            "train manifest's words; read a split with load_split and use split.classes"
-        )
-    return _CLASSES[dataset]
 
 
 def num_folds(dataset: str) -> int:

@@ -52,7 +52,6 @@ class FaceTrack:
     path: Path
     indices: np.ndarray  # [T] int64 frame indices of the clip that were sampled (may repeat)
     detected: np.ndarray  # [T] bool: the detector found a face in that frame
-    raw_boxes: np.ndarray  # [T, 4] float64 x0, y0, x1, y1 of the detection (NaN where none)
     boxes: np.ndarray  # [T, 4] float64 square crop boxes after interpolation, smoothing and margin
     frames_without_face: list[int] = field(default_factory=list)  # distinct frame indices, ascending
 
@@ -217,7 +216,7 @@ def track_face(
         )
     boxes = smooth_boxes(raw, detected, margin, window)
     missing = sorted(set(distinct.tolist()) - set(with_face.tolist()))
-    return FaceTrack(path, indices, detected, raw, boxes, missing)
+    return FaceTrack(path, indices, detected, boxes, missing)
 
 
 def crop_square(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:

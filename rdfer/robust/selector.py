@@ -29,7 +29,7 @@ from torch import Tensor
 
 from rdfer.config import RobustConfig
 from rdfer.robust.categories import CATEGORY_NAMES, EASY, NOISY
-from rdfer.robust.stats import LOSS, PROBS, SampleStats, sample_rows
+from rdfer.robust.stats import PROBS, SampleStats, sample_rows
 
 
 @dataclass
@@ -162,11 +162,6 @@ class StatsSelector(Selector):
 
     def scores(self) -> Tensor:
         return self.score
-
-    def plain_loss(self) -> Tensor:
-        """[N] the per-sample loss averaged over every epoch so far (0 where never seen): the plain score the
-        noise score is compared with."""
-        return self.stats.mean()[:, LOSS].nan_to_num(0.0)
 
     def state_dict(self) -> dict:
         stack = lambda xs, dtype: torch.stack(xs).cpu() if xs else torch.zeros(0, len(self), dtype=dtype)  # noqa: E731

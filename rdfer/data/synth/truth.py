@@ -13,7 +13,7 @@ from rdfer.data.synth.generate import GROUND_TRUTH, GROUND_TRUTH_COLUMNS
 
 @dataclass(frozen=True)
 class ClipTruth:
-    """Labels are 1..7 as in the file (DFEW order); `true_index` / `given_index` are the 0-based classes."""
+    """Labels are 1..7 as in the file (DFEW order); `true_index` is the 0-based true class."""
 
     split: str
     video_name: int
@@ -41,10 +41,6 @@ class ClipTruth:
     @property
     def true_index(self) -> int:
         return self.true_label - 1
-
-    @property
-    def given_index(self) -> int:
-        return self.given_label - 1
 
 
 def load_ground_truth(root: str | os.PathLike) -> list[ClipTruth]:
