@@ -59,7 +59,7 @@ from rdfer.experiments.baselines.oracle import OracleSelector
 from rdfer.experiments.common import describe_device
 from rdfer.experiments.judge import judge, true_categories
 from rdfer.experiments.noise_report import markdown, plot_accuracy, plot_histograms
-from rdfer.robust.selection import make_selector
+from rdfer.robust.selection import make_selector, restored_selector
 
 SETTINGS: dict[str, tuple[str, float]] = {  # (kind, rate) of the label noise
     "symmetric-0": ("symmetric", 0.0),
@@ -151,8 +151,7 @@ def run_one(
         overwrite=True,
         make_selector=make,
     )
-    selector = make(cfg.robust, len(train_split), cfg.optim.epochs, torch.device("cpu"))
-    selector.load_state_dict(checkpoint.load(out / "last.pt")["selector"])
+    selector = restored_selector(cfg, checkpoint.load(out / "last.pt")["selector"], make)
     result = {
         **info,
         "key": key,

@@ -18,7 +18,7 @@ from rdfer import checkpoint
 from rdfer.config import Config, from_dict
 from rdfer.errors import CheckpointError
 from rdfer.robust.categories import NOISY
-from rdfer.robust.selection import make_selector
+from rdfer.robust.selection import restored_selector
 from rdfer.robust.selector import Selector
 from rdfer.robust.stats import PROBS
 
@@ -61,10 +61,7 @@ def load_selector(state: dict, config: Config, path: Path) -> Selector:
     saved = state.get("selector")
     if not isinstance(saved, dict) or "stats" not in saved:
         raise CheckpointError(f"{path}: holds no selector state (review needs last.pt, not best.pt)")
-    size = int(saved["stats"]["labels"].shape[0])
-    selector = make_selector(config.robust, size, config.optim.epochs, torch.device("cpu"))
-    selector.load_state_dict(saved)
-    return selector
+    return restored_selector(config, saved)
 
 
 def per_epoch_classes(selector: Selector) -> torch.Tensor:

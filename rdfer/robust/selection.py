@@ -12,10 +12,12 @@ left out) in the next epoch, re-decided every epoch; measured, leaving them out 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from rdfer.config import RobustConfig
+from rdfer.config import Config, RobustConfig
 from rdfer.errors import ConfigError
 from rdfer.robust.categories import EASY, NOISY
 from rdfer.robust.elr import ElrTargets
@@ -76,3 +78,12 @@ def make_selector(robust: RobustConfig, num_samples: int, epochs: int, device: t
     if robust.method != "rdfer":  # config validation refuses any other; a guard for a Config built by hand
         raise ConfigError(f"robust.method={robust.method!r}: the training core has the `rdfer` method only")
     return SelectionSelector(robust, num_samples, epochs, device)
+
+
+def restored_selector(config: Config, saved: dict, make: Callable[..., Selector] = make_selector) -> Selector:
+    """A finished run's selector on the CPU, read back from its checkpoint's `selector` state: built by `make`
+    (the run's factory) for the run's config and training split size, then loaded."""
+    size = int(saved["stats"]["labels"].shape[0])
+    selector = make(config.robust, size, config.optim.epochs, torch.device("cpu"))
+    selector.load_state_dict(saved)
+    return selector
