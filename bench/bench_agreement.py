@@ -32,7 +32,7 @@ K, C = 4, 7
 BATCHES = [128, 1024, 4096] if GPU else [257]
 IMPLS = ["kernel", "eager", "compile"]
 INNER = 10 if GPU else 1
-PARAMS = AgreementParams(relabel=True)
+PARAMS = AgreementParams(noisy_weight=0.1, relabel=True)
 _SECONDS: dict[int, dict[str, float]] = {}
 _BYTES: dict[int, int] = {}
 _compiled = None

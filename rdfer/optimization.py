@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rdfer.config import Config
+from rdfer.config import OptimConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -17,12 +17,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(cfg: Config, steps_per_epoch: int, restart: tuple[int, float] | None = None):
+def lr_lambda(o: OptimConfig, steps_per_epoch: int, restart: tuple[int, float] | None = None):
     """Per-iteration linear warm-up, then cosine down to min_lr, as a factor of optim.lr.
 
     `restart` (step, factor) re-plans an extended run: from that step on, a cosine from the factor the run had
     reached down to min_lr over the steps that remain."""
-    o = cfg.optim
     total = o.epochs * steps_per_epoch
     warm = int(o.warmup_epochs * steps_per_epoch)
     floor = o.min_lr / o.lr

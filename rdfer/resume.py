@@ -73,10 +73,10 @@ def lr_schedule(cfg: Config, steps_per_epoch: int, start: Start | None) -> Calla
     """The learning-rate factor per step. A larger optim.epochs extends a resumed run: the rate then falls by
     a cosine from where it was to optim.min_lr over the added steps."""
     if start is None or start.config.optim.epochs == cfg.optim.epochs:
-        return lr_lambda(cfg, steps_per_epoch)
+        return lr_lambda(cfg.optim, steps_per_epoch)
     step = start.state["step"]
-    reached = lr_lambda(start.config, steps_per_epoch)(step)
-    return lr_lambda(cfg, steps_per_epoch, restart=(step, reached))
+    reached = lr_lambda(start.config.optim, steps_per_epoch)(step)
+    return lr_lambda(cfg.optim, steps_per_epoch, restart=(step, reached))
 
 
 def restore(

@@ -15,6 +15,7 @@ from rdfer.ops.agreement import AgreementParams, agreement, agreement_reference
 from rdfer.robust.categories import CATEGORY_NAMES, EASY, HARD, NOISY, Category
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NOISY_WEIGHT = 0.1  # the hand-worked cases below use it
 FIELDS = ("majority", "agreement", "support", "margin", "ema_rows", "category", "weight", "target")
 
 
@@ -47,7 +48,9 @@ def test_category_codes_and_names():
 
 def test_twin_hand_worked_batch_leaves_the_memory_alone():
     memory = fresh_memory()
-    s = agreement_reference(HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(), warm=True)
+    s = agreement_reference(
+        HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(NOISY_WEIGHT), warm=True
+    )
     assert s.majority.tolist() == [1, 1]
     torch.testing.assert_close(s.agreement, torch.tensor([0.5, 0.75]))
     torch.testing.assert_close(s.support, torch.tensor([0.4, 0.15]))
@@ -64,25 +67,34 @@ def test_twin_hand_worked_batch_leaves_the_memory_alone():
 def test_twin_committed_rows_drive_the_next_category():
     memory = fresh_memory()
     memory[1] = torch.tensor([0.5, 0.8])  # seen before: low agreement, high support
-    s = agreement_reference(HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(), warm=True)
+    s = agreement_reference(
+        HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(NOISY_WEIGHT), warm=True
+    )
     ema = [0.9 * 0.5 + 0.1 * 0.75, 0.9 * 0.8 + 0.1 * 0.15]  # [0.525, 0.735]
     torch.testing.assert_close(s.ema_rows[1], torch.tensor(ema))
     torch.testing.assert_close(s.agreement[1], torch.tensor(0.75))  # this batch's A is still reported
     assert s.category[1] == HARD  # the EMA's A = 0.525 < 0.75
     torch.testing.assert_close(s.weight[1], torch.tensor(1 + (1 - ema[0])))
     memory[torch.tensor([3, 1])] = s.ema_rows  # the caller's commit
-    again = agreement_reference(HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(), warm=True)
+    again = agreement_reference(
+        HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(NOISY_WEIGHT), warm=True
+    )
     torch.testing.assert_close(again.ema_rows[1], 0.9 * torch.tensor(ema) + 0.1 * torch.tensor([0.75, 0.15]))
     # Without the EMA the same sample is noisy again.
     memory[1] = torch.tensor([0.5, 0.8])
     plain = agreement_reference(
-        HAND, HAND_LABELS, torch.tensor([3, 1]), memory, AgreementParams(use_ema=False), warm=True
+        HAND,
+        HAND_LABELS,
+        torch.tensor([3, 1]),
+        memory,
+        AgreementParams(NOISY_WEIGHT, use_ema=False),
+        warm=True,
     )
     assert plain.category[1] == NOISY
 
 
 def test_twin_before_warm_up_reports_categories_with_unit_weights():
-    params = AgreementParams(relabel=True, relabel_margin=0.4)
+    params = AgreementParams(NOISY_WEIGHT, relabel=True, relabel_margin=0.4)
     s = agreement_reference(HAND, HAND_LABELS, torch.tensor([0, 1]), fresh_memory(), params, warm=False)
     assert s.category.tolist() == [HARD, NOISY]
     assert s.weight.tolist() == [1.0, 1.0]
@@ -90,11 +102,11 @@ def test_twin_before_warm_up_reports_categories_with_unit_weights():
 
 
 def test_twin_relabel_flips_noisy_samples_with_a_clear_margin():
-    params = AgreementParams(relabel=True, relabel_margin=0.4)  # M = 0.45 > 0.4
+    params = AgreementParams(NOISY_WEIGHT, relabel=True, relabel_margin=0.4)  # M = 0.45 > 0.4
     s = agreement_reference(HAND, HAND_LABELS, torch.tensor([0, 1]), fresh_memory(), params, warm=True)
     assert s.target.tolist() == [0, 1]
     torch.testing.assert_close(s.weight, torch.tensor([1.5, 1.0]))
-    params = AgreementParams(relabel=True, relabel_margin=0.5)  # M = 0.45
+    params = AgreementParams(NOISY_WEIGHT, relabel=True, relabel_margin=0.5)  # M = 0.45
     kept = agreement_reference(HAND, HAND_LABELS, torch.tensor([0, 1]), fresh_memory(), params, warm=True)
     assert kept.target.tolist() == [0, 2]
     torch.testing.assert_close(kept.weight, torch.tensor([1.5, 0.1]))
@@ -105,7 +117,12 @@ def test_twin_easy_sample_and_exact_tie_go_to_the_lower_class():
     # clip's argmax is the first maximum, class 0.
     logits = torch.stack([logits_of([[[0.1, 0.1, 0.8]] * 4])[0], torch.zeros(4, 3)])
     s = agreement_reference(
-        logits, torch.tensor([2, 1]), torch.tensor([0, 1]), fresh_memory(), AgreementParams(), warm=True
+        logits,
+        torch.tensor([2, 1]),
+        torch.tensor([0, 1]),
+        fresh_memory(),
+        AgreementParams(NOISY_WEIGHT),
+        warm=True,
     )
     assert s.majority.tolist() == [2, 0]
     assert s.category.tolist() == [EASY, HARD]  # sample 1: A = 1 but m != y and S = 1/3 >= 0.2
@@ -167,7 +184,7 @@ def compare(monkeypatch, count_launches):
     [(257, k, 7 if k % 2 else 11) for k in range(1, 9)] + [(1, 4, 7), (1, 1, 11), (3, 8, 16), (5, 3, 2)],
 )
 def test_kernel_matches_twin_in_one_launch(b, k, c, compare):
-    params = AgreementParams(relabel=True, relabel_margin=0.3)
+    params = AgreementParams(NOISY_WEIGHT, relabel=True, relabel_margin=0.3)
     got, options = compare(*random_batch(b, k, c, seed=b * 100 + k * 10 + c), params, warm=True)
     assert {name: options[name] for name in ("EASY", "HARD", "NOISY")} == {c.name: c for c in Category}
     if b == 257:  # the random batch reaches every category
@@ -203,7 +220,9 @@ def test_kernel_resolves_ties_as_the_twin(compare):
     for logits, labels in cases:
         n = len(labels)
         ids, memory = torch.arange(n, device=DEVICE), fresh_memory(n).to(DEVICE)
-        got, _ = compare(logits.to(DEVICE), labels.to(DEVICE), ids, memory, AgreementParams(), warm=True)
+        got, _ = compare(
+            logits.to(DEVICE), labels.to(DEVICE), ids, memory, AgreementParams(NOISY_WEIGHT), warm=True
+        )
         if logits is mirrored:
             assert got.majority.tolist() == [0]
 
@@ -216,7 +235,7 @@ def test_kernel_writes_every_output_element(monkeypatch, compare):
     monkeypatch.setattr(_launch, "empty", poisoned)
     logits, labels, ids, memory = random_batch(130, 5, 11, seed=3)  # 2 blocks, the second nearly empty
     memory.fill_(0.5)  # no NaN anywhere in the inputs: any NaN or -7 left is an unwritten element
-    stats, _ = compare(logits, labels, ids, memory, AgreementParams(relabel=True), warm=True)
+    stats, _ = compare(logits, labels, ids, memory, AgreementParams(NOISY_WEIGHT, relabel=True), warm=True)
     for name in FIELDS:
         value = getattr(stats, name)
         assert not (value.isnan().any() if value.is_floating_point() else (value == -7).any()), name
@@ -225,27 +244,34 @@ def test_kernel_writes_every_output_element(monkeypatch, compare):
 @pytest.mark.usefixtures("interpret")
 def test_kernel_accepts_strided_logits_other_dtypes_and_int32_ids(compare):
     logits, labels, ids, memory = random_batch(40, 4, 7, seed=5)
-    compare(logits.transpose(0, 1).contiguous().transpose(0, 1), labels, ids, memory, AgreementParams(), True)
+    compare(
+        logits.transpose(0, 1).contiguous().transpose(0, 1),
+        labels,
+        ids,
+        memory,
+        AgreementParams(NOISY_WEIGHT),
+        True,
+    )
     for dtype in (*AGREEMENT_LOGIT_DTYPES, torch.float64):  # float64 is cast to float32 before the launch
-        compare(logits.to(dtype), labels, ids, memory, AgreementParams(), True)
-    compare(logits, labels.int(), ids.int(), memory, AgreementParams(), True)
+        compare(logits.to(dtype), labels, ids, memory, AgreementParams(NOISY_WEIGHT), True)
+    compare(logits, labels.int(), ids.int(), memory, AgreementParams(NOISY_WEIGHT), True)
 
 
 @pytest.mark.usefixtures("interpret")
 def test_dispatch_falls_back_and_reports_missing_fast_path(monkeypatch, count_launches):
     counts = count_launches({"n": (kernel_module, "_agreement_kernel")})
     batch = random_batch(8, 4, 7, seed=6)
-    agreement(*batch, AgreementParams(), True)
+    agreement(*batch, AgreementParams(NOISY_WEIGHT), True)
     assert counts["n"] == 1
     monkeypatch.setenv("RDFER_KERNELS", "reference")
-    agreement(*batch, AgreementParams(), True)
+    agreement(*batch, AgreementParams(NOISY_WEIGHT), True)
     wide = random_batch(8, 4, 17, seed=7)  # more classes than the kernel holds
     monkeypatch.setenv("RDFER_KERNELS", "auto")
-    agreement(*wide, AgreementParams(), True)  # the twin serves it
+    agreement(*wide, AgreementParams(NOISY_WEIGHT), True)  # the twin serves it
     assert counts["n"] == 1
     monkeypatch.setenv("RDFER_KERNELS", "fast")
     with pytest.raises(RuntimeError, match="agreement kernel cannot run.*1..8 clips and 1..16 classes"):
-        agreement(*wide, AgreementParams(), True)
+        agreement(*wide, AgreementParams(NOISY_WEIGHT), True)
 
 
 @pytest.mark.usefixtures("interpret")
@@ -256,17 +282,18 @@ def test_dispatch_takes_the_twin_where_shared_memory_does_not_fit(monkeypatch, c
     monkeypatch.setattr(_launch, "shared_memory_needed", lambda job, device: 1001)
     batch = random_batch(8, 4, 7, seed=9)
     assert_same(
-        agreement(*batch, AgreementParams(), True), agreement_reference(*batch, AgreementParams(), True)
+        agreement(*batch, AgreementParams(NOISY_WEIGHT), True),
+        agreement_reference(*batch, AgreementParams(NOISY_WEIGHT), True),
     )
     assert counts["n"] == 0
     monkeypatch.setenv("RDFER_KERNELS", "fast")
     with pytest.raises(RuntimeError, match="needs 1001 bytes of shared memory"):
-        agreement(*batch, AgreementParams(), True)
+        agreement(*batch, AgreementParams(NOISY_WEIGHT), True)
 
 
 def test_kernel_input_errors_are_clear():
     logits, labels, ids, memory = random_batch(4, 4, 7, seed=8, device="cpu")
-    params = {**dataclasses.asdict(AgreementParams()), "warm": True}
+    params = {**dataclasses.asdict(AgreementParams(NOISY_WEIGHT)), "warm": True}
     with pytest.raises(ValueError, match="1..8 clips and 1..16 classes"):
         kernel_module.agreement_kernel(torch.zeros(4, 9, 7), labels, ids, memory, **params)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 7\)"):
@@ -296,6 +323,6 @@ def test_kernel_compiles_for_sm90_without_a_gpu(compile_kernels):
 def test_cuda_kernel_matches_twin(b, k, c, compare):
     compare(
         *random_batch(b, k, c, seed=b + k + c, device="cuda"),
-        AgreementParams(relabel=True, relabel_margin=0.3),
+        AgreementParams(NOISY_WEIGHT, relabel=True, relabel_margin=0.3),
         True,
     )

@@ -58,7 +58,7 @@ def train(kernels: bool, monkeypatch, count_launches) -> tuple[list[float], dict
     frames = torch.randint(0, 256, (2 * BATCH, FRAMES, 3, 24, 24), dtype=torch.uint8, generator=g).to(DEVICE)
     labels = torch.randint(0, CLASSES, (2 * BATCH,), generator=g).to(DEVICE)
     robust = load_config(None, ["robust.warmup=0.25"]).robust
-    params = AgreementParams(relabel=True, relabel_margin=0.3)
+    params = AgreementParams(noisy_weight=0.1, relabel=True, relabel_margin=0.3)
     selector = AgreementSelector(robust, 2 * BATCH, epochs=STEPS, device=DEVICE, params=params)
     losses = []
     for step in range(STEPS):

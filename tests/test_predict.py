@@ -73,7 +73,7 @@ def test_predict_single_face_matches_the_model_on_the_same_crops(feat_media, che
         torch.zeros(1, dtype=torch.long),
         torch.zeros(1, dtype=torch.long),
         torch.full((1, 2), float("nan")),
-        AgreementParams(),
+        AgreementParams(noisy_weight=0.1),
         warm=False,
     )
     assert result["agreement"] == pytest.approx(float(stats.agreement[0]))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rdfer.config import DataConfig
 from rdfer.data.cache import StoreKey, StoreView, fill_store, gb_text, split_root
 from rdfer.data.loader import PositionBatchLoader
 from rdfer.data.records import DataError, Split
@@ -257,14 +258,15 @@ def make_cached_loader(
 ) -> CachedClipLoader:
     """Fill the store of `split` (decoder 'torch': the CPU loader's decoding with `workers` processes; 'dali':
     DALI on `device`), then a CachedClipLoader over it; storage 'auto' picks one with measured_storage.
-    kwargs: PositionBatchLoader's (order, epoch, augmentation, skip_bad)."""
+    kwargs: PositionBatchLoader's (num_frames, image_size, seed, order, epoch, augmentation, skip_bad)."""
     device = torch.device(device)
     if storage == "device" and device.type != "cuda":  # before the store is filled, which can take long
         raise ConfigError(
             f"data.cache=device keeps the frames on a CUDA device; this run is on {device} "
             "(use data.cache=auto, host or disk)"
         )
-    num_frames, size = kwargs.get("num_frames", 64), kwargs.get("image_size", 112)
+    num_frames = kwargs.setdefault("num_frames", DataConfig.num_frames)
+    size = kwargs.setdefault("image_size", DataConfig.image_size)
     if decoder == "dali":
         from rdfer.data.dali import decode_clips_dali
 

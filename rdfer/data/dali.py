@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rdfer.config import DataConfig, RunConfig
 from rdfer.data import dali_build
 from rdfer.data.frames import count_frames, list_frames
 from rdfer.data.loader import EpochShuffleSampler, PositionBatchLoader
@@ -74,6 +75,8 @@ def _read_bytes(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read the file ({e})") from e
 
 
+
+
 class DaliClipLoader(PositionBatchLoader):
     """Batches as make_loader's (the module doc of rdfer.data.loader), with 'frames' on `device`.
 
@@ -87,9 +90,9 @@ class DaliClipLoader(PositionBatchLoader):
         *,
         batch_size: int,
         train: bool,
-        num_frames: int = 64,
-        image_size: int = 112,
-        seed: int = 42,
+        num_frames: int = DataConfig.num_frames,
+        image_size: int = DataConfig.image_size,
+        seed: int = RunConfig.seed,
         skip_bad: bool = False,
         sampler: Sequence[int] | EpochShuffleSampler | None = None,
         epoch: int = 0,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from rdfer.config import DataConfig, RunConfig
 from rdfer.data.augment import clip_augment_params
 from rdfer.data.frames import count_frames, list_frames, read_clip, read_frame_files
 from rdfer.data.records import ClipRecord, DataError, Split
@@ -58,6 +59,8 @@ def load_clip_frames(path: Path, num_frames: int, size: int) -> np.ndarray:
 def _clip_tensor(path: Path, num_frames: int, size: int) -> torch.Tensor:
     """load_clip_frames as uint8 [T, 3, H, W]: a view of the decoded [T, H, W, 3] array, not a copy."""
     return torch.from_numpy(load_clip_frames(path, num_frames, size)).permute(0, 3, 1, 2)
+
+
 
 
 class _DecodeEach(Dataset):
@@ -96,10 +99,10 @@ class ClipDataset(Dataset):
     def __init__(
         self,
         split: Split,
-        num_frames: int = 64,
-        image_size: int = 112,
+        num_frames: int = DataConfig.num_frames,
+        image_size: int = DataConfig.image_size,
         train: bool = False,
-        seed: int = 42,
+        seed: int = RunConfig.seed,
         skip_bad: bool = False,
         augment: dict | None = None,
     ) -> None:
@@ -222,10 +225,10 @@ def make_loader(
     *,
     batch_size: int,
     train: bool,
-    num_frames: int = 64,
-    image_size: int = 112,
+    num_frames: int = DataConfig.num_frames,
+    image_size: int = DataConfig.image_size,
     workers: int | None = None,
-    seed: int = 42,
+    seed: int = RunConfig.seed,
     skip_bad: bool = False,
     sampler: Sampler | None = None,
     epoch: int = 0,
@@ -269,9 +272,9 @@ class PositionBatchLoader:
         *,
         batch_size: int,
         train: bool,
-        num_frames: int = 64,
-        image_size: int = 112,
-        seed: int = 42,
+        num_frames: int = DataConfig.num_frames,
+        image_size: int = DataConfig.image_size,
+        seed: int = RunConfig.seed,
         skip_bad: bool = False,
         sampler: Sequence[int] | Sampler | None = None,
         epoch: int = 0,

@@ -34,9 +34,9 @@ from rdfer.robust.categories import Category
 
 @dataclass(frozen=True)
 class AgreementParams:
+    noisy_weight: float  # no default here: a caller's config says it (robust.noisy_weight)
     a_min: float = 0.75
     s_max: float = 0.2
-    noisy_weight: float = 0.1
     momentum: float = 0.9
     relabel: bool = False
     relabel_margin: float = 0.5

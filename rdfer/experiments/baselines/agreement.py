@@ -8,8 +8,6 @@ Rows (what commit stores): [EMA A, EMA S, majority class, category], then Sample
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor
 
@@ -21,7 +19,7 @@ from rdfer.robust.stats import sample_rows
 
 def agreement_params(robust: RobustConfig) -> AgreementParams:
     """The rule's published thresholds, with the robust section's weight for a noisy sample."""
-    return dataclasses.replace(AgreementParams(), noisy_weight=robust.noisy_weight)
+    return AgreementParams(noisy_weight=robust.noisy_weight)
 
 
 class AgreementSelector(StatsSelector):
