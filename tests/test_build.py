@@ -2,7 +2,7 @@
 extension is missing or was built for another torch.
 
 The toolkit finder runs on fake toolkit trees under tmp_path (an nvcc wrapper script, a symlink, a missing
-libcudart.so, a CUDA_HOME that is no toolkit); nothing here needs a compiler or a GPU, except the `cuda` test.
+libcudart.so, a CUDA_HOME that is no toolkit); nothing here needs a compiler or a GPU, except the `cuda` case.
 """
 
 import importlib.util
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from rdfer.ops import dispatch
 
@@ -401,13 +402,20 @@ def check_extension(*args):
     )
 
 
-@pytest.mark.skipif(not BUILT, reason="rdfer._C is not built here (RDFER_SKIP_EXT=1)")
-def test_every_operator_of_the_extension_has_a_cpu_kernel():
-    result = check_extension("CPU")
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_operator_has_a_kernel_for_the_device_and_runs_there(device):
+    if device == "cpu" and not BUILT:  # on a GPU, a missing build is the failure this test is for
+        pytest.skip("rdfer._C is not built here (RDFER_SKIP_EXT=1)")
+    keys = ["CPU", "CUDA"] if device == "cuda" else ["CPU"]
+    result = check_extension(*keys)
     assert result.returncode == 0, result.stdout + result.stderr
     listed = next(line for line in result.stdout.splitlines() if " operators: " in line)
     assert "rdfer::gather_clips" in listed.split(" operators: ")[1].split(", ")
-    assert "OK: every operator has CPU kernels" in result.stdout
+    assert f"OK: every operator has {' and '.join(keys)} kernels" in result.stdout
+    frames = torch.randint(0, 255, (2, 8, 3, 5, 5), dtype=torch.uint8, device=device)
+    indices = torch.randint(0, 8, (2, 3, 4), device=device)
+    out = torch.ops.rdfer.gather_clips(frames, indices)  # "no kernel image" here means a missing architecture
+    assert torch.equal(out.cpu(), frames.cpu()[torch.arange(2).view(2, 1, 1), indices.cpu()])
 
 
 @pytest.mark.skipif(
@@ -418,13 +426,3 @@ def test_the_ci_check_fails_on_a_build_without_cuda():
     assert result.returncode == 1
     assert "FAIL: rdfer::gather_clips has no CUDA kernel" in result.stdout
     assert "FAIL: the build record lists no CUDA architectures" in result.stdout
-
-
-@pytest.mark.cuda
-def test_every_operator_has_a_cuda_kernel_and_runs_on_this_gpu():
-    result = check_extension("CPU", "CUDA")
-    assert result.returncode == 0, result.stdout + result.stderr
-    frames = torch.randint(0, 255, (2, 8, 3, 5, 5), dtype=torch.uint8, device="cuda")
-    indices = torch.randint(0, 8, (2, 3, 4), device="cuda")
-    out = torch.ops.rdfer.gather_clips(frames, indices)  # "no kernel image" here means a missing architecture
-    assert torch.equal(out.cpu(), frames.cpu()[torch.arange(2).view(2, 1, 1), indices.cpu()])

@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from rdfer.ops import dispatch, resample
 from rdfer.ops.resample import clip_indices_reference, gather_clips_reference, key_positions_reference
 
 HAS_EXT = dispatch.extension() is not None
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason="rdfer._C not built (RDFER_SKIP_EXT=1?)")
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-        ],
-    ),
-]
 
 
 def _ops(device: str):
