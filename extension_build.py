@@ -180,18 +180,58 @@ def not_found_message(search: Search, torch_version: str, torch_cuda: str, reaso
 
 _ARCH = re.compile(r"(?:(\d+)\.(\d)|(\d+)(\d))([af]?)(\+ptx)?", re.IGNORECASE)
 
+# The variables naming the architectures, the one that wins first. TORCH_CUDA_ARCH_LIST is what torch's
+# cpp_extension reads for every extension; RDFER_CUDA_ARCHS is rdfer's older name, kept as an alias, and wins
+# where both are set (the more specific setting), with a note when they differ.
+ARCH_VARIABLES = ("RDFER_CUDA_ARCHS", "TORCH_CUDA_ARCH_LIST")
 
-def parse_archs(text: str, source: str = "RDFER_CUDA_ARCHS") -> list[Arch]:
-    """'8.0;9.0', '80 90', '9.0a', '12.0+PTX' (torch's TORCH_CUDA_ARCH_LIST spelling, or nvcc's numbers)."""
+# torch's named architectures (torch/utils/cpp_extension.py, _get_cuda_arch_flags), so that a
+# TORCH_CUDA_ARCH_LIST written for torch means the same here.
+NAMED_ARCHS = {
+    "kepler+tesla": "3.7",
+    "kepler": "3.5+PTX",
+    "maxwell+tegra": "5.3",
+    "maxwell": "5.0;5.2+PTX",
+    "pascal": "6.0;6.1+PTX",
+    "volta+tegra": "7.2",
+    "volta": "7.0+PTX",
+    "turing": "7.5+PTX",
+    "ampere+tegra": "8.7",
+    "ampere": "8.0;8.6+PTX",
+    "ada": "8.9+PTX",
+    "hopper": "9.0+PTX",
+    "blackwell+tegra": "11.0",
+    "blackwell": "10.0;10.3;12.0;12.1+PTX",
+}
+
+
+def parse_archs(
+    text: str, source: str = "RDFER_CUDA_ARCHS", native: list[tuple[int, int]] | None = None
+) -> list[Arch]:
+    """'8.0;9.0', '8.0 9.0', '9.0a', '12.0+PTX', 'Hopper', 'native' (TORCH_CUDA_ARCH_LIST's forms), '80 90'.
+
+    native: the compute capabilities of the visible GPUs, which 'native' stands for (the newest also as PTX,
+    as torch does)."""
     archs = []
     for token in re.split(r"[;,\s]+", text.strip()):
         if not token:
+            continue
+        if token.lower() in NAMED_ARCHS:
+            archs += parse_archs(NAMED_ARCHS[token.lower()], source)
+            continue
+        if token.lower() == "native":
+            if not native:
+                raise ValueError(
+                    f"{source}: 'native' needs a visible GPU; name the architectures, e.g. '9.0'"
+                )
+            found = sorted(set(native))
+            archs += [Arch(*c) for c in found[:-1]] + [Arch(*found[-1], ptx=True)]
             continue
         match = _ARCH.fullmatch(token)
         if match is None:
             raise ValueError(
                 f"{source}: {token!r} is not a CUDA architecture; "
-                "write e.g. '8.0;9.0;12.0+PTX' or '80 90 120+PTX'"
+                "write e.g. '8.0;9.0;12.0+PTX', '80 90 120+PTX' or 'Hopper'"
             )
         major, minor = (
             (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
@@ -202,20 +242,57 @@ def parse_archs(text: str, source: str = "RDFER_CUDA_ARCHS") -> list[Arch]:
     return archs
 
 
+def requested_archs(environ: Mapping[str, str]) -> tuple[str | None, str, str | None]:
+    """(the architecture list asked for, the variable it came from, a note where the other one differs).
+
+    An empty variable counts as unset, as torch counts it."""
+    given = [(var, environ[var].strip()) for var in ARCH_VARIABLES if environ.get(var, "").strip()]
+    if not given:
+        return None, ARCH_VARIABLES[-1], None
+    (var, text), others = given[0], given[1:]
+    note = None
+    if others and not _same_archs(text, others[0][1]):
+        note = f"{var}={text!r} wins over {others[0][0]}={others[0][1]!r}"
+    return text, var, note
+
+
+def build_archs(
+    environ: Mapping[str, str], supported: set[str], native: list[tuple[int, int]] | None = None
+) -> tuple[list[Arch], str | None]:
+    """What setup.py builds for: the architectures the environment asks for (or the default), and the note
+    to print where TORCH_CUDA_ARCH_LIST and RDFER_CUDA_ARCHS disagree."""
+    requested, source, note = requested_archs(environ)
+    return choose_archs(requested, supported, source, native), note
+
+
+def _same_archs(a: str, b: str) -> bool:
+    try:
+        return parse_archs(a) == parse_archs(b)
+    except ValueError:  # 'native' or a bad value: only the same text is the same
+        return a == b
+
+
 def nvcc_supported(nvcc: str) -> set[str]:
     """The sm_XY codes this nvcc can compile for (`nvcc --list-gpu-code`)."""
     out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, check=True).stdout
     return set(re.findall(r"sm_\d+", out))
 
 
-def choose_archs(requested: str | None, supported: set[str]) -> list[Arch]:
-    """The requested architectures (all must be supported), or the default cut to what this nvcc supports."""
+def choose_archs(
+    requested: str | None,
+    supported: set[str],
+    source: str = "RDFER_CUDA_ARCHS",
+    native: list[tuple[int, int]] | None = None,
+) -> list[Arch]:
+    """The requested architectures (all must be supported), or the default cut to what this nvcc supports.
+
+    source: the variable `requested` came from, named in every error."""
     if requested:
-        archs = parse_archs(requested)
+        archs = parse_archs(requested, source, native)
         missing = [str(a) for a in archs if f"sm_{a.major}{a.minor}" not in supported]
         if missing:
             raise ValueError(
-                f"RDFER_CUDA_ARCHS: this nvcc cannot compile for {', '.join(missing)}; it supports "
+                f"{source}: this nvcc cannot compile for {', '.join(missing)}; it supports "
                 f"{', '.join(sorted(supported, key=_version_key))}"
             )
         return archs

@@ -17,8 +17,12 @@ Environment switches (flash-attention style):
   RDFER_SKIP_EXT=1          build no extension at all (rdfer.ops then uses the PyTorch twins)
   RDFER_SKIP_CUDA_BUILD=1   build the C++ (CPU) part only
   RDFER_FORCE_CUDA_BUILD=1  the CUDA part is required: stop with a message where it cannot be built
-  RDFER_CUDA_ARCHS          GPU architectures, "8.0;9.0;12.0+PTX" or "80 90 120+PTX" (+PTX also embeds PTX for
-                            newer GPUs); default: extension_build.DEFAULT_ARCHS, cut to what nvcc supports
+  TORCH_CUDA_ARCH_LIST      GPU architectures, as torch's cpp_extension reads it for any extension:
+                            "8.0;9.0+PTX", "8.0 9.0", torch's names ("Ampere;Hopper"), "native" (the visible
+                            GPUs), also "80 90 120+PTX" (+PTX also embeds PTX for newer GPUs); default:
+                            extension_build.DEFAULT_ARCHS, cut to what nvcc supports
+  RDFER_CUDA_ARCHS          an alias of TORCH_CUDA_ARCH_LIST that wins where both are set (a line says so when
+                            they differ)
   CUDA_HOME                 the toolkit to use (it must contain bin/nvcc and lib64/libcudart.so)
 """
 
@@ -81,14 +85,15 @@ def _cuda_toolkit(torch, forced: bool):
     return None
 
 
-def _gencode(toolkit) -> tuple[list[str], list]:
+def _gencode(torch, toolkit) -> tuple[list[str], list]:
     nvcc = os.path.join(toolkit.home, "bin", "nvcc")
+    visible = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]  # for "native"
     try:
-        archs = extension_build.choose_archs(
-            os.environ.get("RDFER_CUDA_ARCHS"), extension_build.nvcc_supported(nvcc)
-        )
+        archs, note = extension_build.build_archs(os.environ, extension_build.nvcc_supported(nvcc), visible)
     except ValueError as e:
         sys.exit(f"rdfer: {e}")
+    if note is not None:
+        print(f"rdfer: {note}", file=sys.stderr)
     return extension_build.gencode_flags(archs), archs
 
 
@@ -128,7 +133,7 @@ def ext_modules():
     archs = []
     if toolkit is not None:
         cpp_extension.CUDA_HOME = toolkit.home  # in case cpp_extension was imported before CUDA_HOME was set
-        gencode, archs = _gencode(toolkit)
+        gencode, archs = _gencode(torch, toolkit)
         ext = cpp_extension.CUDAExtension(
             sources=cpp + cu,
             define_macros=[("RDFER_WITH_CUDA", None)],

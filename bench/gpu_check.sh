@@ -48,7 +48,8 @@ if [ $dry = 1 ]; then
 else
     arch=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))")
     t0=$SECONDS
-    RDFER_CUDA_ARCHS="$arch" timeout 240 "$py" -m pip install -v --no-build-isolation --no-deps -e . > "$res/build.log" 2>&1
+    # The alias would win over TORCH_CUDA_ARCH_LIST: unset, so this GPU's architecture is the one built.
+    env -u RDFER_CUDA_ARCHS TORCH_CUDA_ARCH_LIST="$arch" timeout 240 "$py" -m pip install -v --no-build-isolation --no-deps -e . > "$res/build.log" 2>&1
     echo "build: exit $? in $((SECONDS - t0)) s for sm_${arch/./}" | tee -a "$res/build.log"
 fi
 "$py" .ci/check_extension.py CPU $([ $dry = 1 ] || echo CUDA) 2>&1 | tee -a "$res/build.log"

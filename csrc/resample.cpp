@@ -1,8 +1,9 @@
 // Key-expression re-sampling (docs/method.md §2): operator schemas, shared checks and the CPU kernels.
 //
-// rdfer::key_positions, rdfer::clip_indices, rdfer::gather_clips, rdfer::gather_clips_normalized and
-// rdfer::gather_clips_backward. Each one computes exactly what its twin in rdfer/ops/resample.py computes;
-// the fake (meta) implementations and the autograd formulas are registered in Python, next to the twins.
+// rdfer::key_positions, rdfer::clip_indices, rdfer::gather_clips and rdfer::gather_clips_normalized. Each one
+// computes exactly what its twin in rdfer/ops/resample.py computes; the fake (meta) implementations are
+// registered in Python, next to the twins. No op has a gradient: the model gathers uint8 frames, and
+// rdfer.ops.resample.gather_clips sends frames that need one to the twin.
 // rdfer::gather_clips_augmented is declared here with the others; its kernels are in augment.cpp and
 // augment_cuda.cu.
 #include "resample.h"
@@ -12,7 +13,6 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
-#include <ATen/ops/zeros.h>
 #include <Python.h>
 #include <torch/library.h>
 
@@ -55,17 +55,6 @@ at::Tensor check_gather(const at::Tensor& frames, const at::Tensor& indices) {
   TORCH_CHECK_VALUE(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
                     "rdfer::gather_clips: indices must be int64 or int32, got ", indices.scalar_type());
   return indices.to(frames.device(), at::kLong).contiguous();
-}
-
-at::Tensor check_backward(const at::Tensor& grad, const at::Tensor& indices, int64_t num_frames) {
-  TORCH_CHECK_VALUE(grad.dim() == 6, "rdfer::gather_clips_backward: grad must be [B, K, L, C, H, W], got ",
-                    grad.sizes());
-  TORCH_CHECK_VALUE(indices.dim() == 3 && indices.sizes() == grad.sizes().slice(0, 3),
-                    "rdfer::gather_clips_backward: indices ", indices.sizes(), " do not match grad ", grad.sizes());
-  TORCH_CHECK_VALUE(num_frames >= 0, "rdfer::gather_clips_backward: num_frames must be >= 0");
-  TORCH_CHECK_VALUE(at::isFloatingType(grad.scalar_type()), "rdfer::gather_clips_backward: grad must be floating, got ",
-                    grad.scalar_type());
-  return indices.to(grad.device(), at::kLong).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor> check_normalize(const at::Tensor& frames, const at::Tensor& mean,
@@ -341,39 +330,10 @@ at::Tensor gather_clips_normalized_cpu(const at::Tensor& frames, const at::Tenso
   return out;
 }
 
-at::Tensor gather_clips_backward_cpu(const at::Tensor& grad, const at::Tensor& indices, int64_t num_frames) {
-  const auto idx = check_backward(grad, indices, num_frames);
-  const auto g = grad.contiguous();
-  const int64_t batch = g.size(0), clips = g.size(1) * g.size(2);
-  const int64_t frame_elems = g.size(3) * g.size(4) * g.size(5);
-  auto out = at::zeros({batch, num_frames, g.size(3), g.size(4), g.size(5)}, g.options());
-  if (g.numel() == 0 || out.numel() == 0) return out;
-  const auto frame = resolve_indices(idx, num_frames, "rdfer::gather_clips_backward");
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "gather_clips_backward", [&] {
-    const scalar_t* src = g.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    // One task per destination frame, summing its sources in clip order: deterministic and without atomics,
-    // the same order as the twin's index_put_(accumulate=True) on the CPU.
-    const int64_t task_grain = grain(2 * frame_elems * g.element_size());
-    at::parallel_for(0, batch * num_frames, task_grain, [&](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; ++m) {
-        const int64_t b = m / num_frames, t = m % num_frames;
-        scalar_t* d = dst + m * frame_elems;
-        for (int64_t j = 0; j < clips; ++j) {
-          if (frame[b * clips + j] != t) continue;
-          const scalar_t* s = src + (b * clips + j) * frame_elems;
-          for (int64_t e = 0; e < frame_elems; ++e) d[e] = d[e] + s[e];
-        }
-      }
-    });
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(rdfer, m) {
-  // Fake implementations and autograd live in Python (rdfer/ops/resample.py), next to the twins.
+  // Fake implementations live in Python (rdfer/ops/resample.py), next to the twins.
   m.set_python_module("rdfer.ops.resample");
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
   m.def("key_positions(Tensor probs, int k, int num_frames) -> (Tensor, Tensor)", tags);
@@ -381,7 +341,6 @@ TORCH_LIBRARY(rdfer, m) {
   m.def("gather_clips(Tensor frames, Tensor indices) -> Tensor", tags);
   m.def("gather_clips_normalized(Tensor frames, Tensor indices, Tensor mean, Tensor std, ScalarType out_dtype)"
         " -> Tensor", tags);
-  m.def("gather_clips_backward(Tensor grad, Tensor indices, int num_frames) -> Tensor", tags);
   m.def("gather_clips_augmented(Tensor frames, Tensor indices, Tensor params, Tensor mean, Tensor std,"
         " ScalarType out_dtype) -> Tensor", tags);
 }
@@ -391,7 +350,6 @@ TORCH_LIBRARY_IMPL(rdfer, CPU, m) {
   m.impl("clip_indices", &clip_indices_cpu);
   m.impl("gather_clips", &gather_clips_cpu);
   m.impl("gather_clips_normalized", &gather_clips_normalized_cpu);
-  m.impl("gather_clips_backward", &gather_clips_backward_cpu);
 }
 
 }  // namespace rdfer

@@ -68,7 +68,6 @@ int64_t check_key_positions(const at::Tensor& probs, int64_t k);
 void check_clip_indices(const at::Tensor& centers, const at::Tensor& strides, int64_t length, int64_t num_frames);
 // Returns the indices as int64, contiguous, on the frames' device (the twin accepts int32 and CPU indices).
 at::Tensor check_gather(const at::Tensor& frames, const at::Tensor& indices);
-at::Tensor check_backward(const at::Tensor& grad, const at::Tensor& indices, int64_t num_frames);
 // mean/std as float32 [C] on the frames' device; a single value applies to every channel, as in the twin.
 std::tuple<at::Tensor, at::Tensor> check_normalize(const at::Tensor& frames, const at::Tensor& mean,
                                                    const at::Tensor& std, at::ScalarType out_dtype,

@@ -318,59 +318,6 @@ at::Tensor gather_clips_normalized_cuda(const at::Tensor& frames, const at::Tens
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Backward: scatter-add into [B, T, C, H, W]
-// ---------------------------------------------------------------------------------------------------------
-
-// blockIdx.x = destination frame (b, t). Its sources (the clips whose index is t) are listed once per block in
-// shared memory, in clip order; every element then sums them in that order: deterministic, no atomics.
-template <typename scalar_t>
-__global__ void scatter_frames_kernel(const scalar_t* __restrict__ grad, scalar_t* __restrict__ out,
-                                      const int64_t* __restrict__ indices, int64_t clips, int64_t num_frames,
-                                      int64_t frame_elems) {
-  extern __shared__ int sources[];
-  __shared__ int count;
-  const int64_t m = blockIdx.x;
-  const int64_t b = m / num_frames, t = m - b * num_frames;
-  if (threadIdx.x == 0) {
-    int found = 0;
-    for (int64_t j = 0; j < clips; ++j) {
-      if (frame_of(indices[b * clips + j], num_frames) == t) sources[found++] = static_cast<int>(j);
-    }
-    count = found;
-  }
-  __syncthreads();
-  const scalar_t* g = grad + b * clips * frame_elems;
-  scalar_t* d = out + m * frame_elems;
-  for (int64_t e = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; e < frame_elems;
-       e += static_cast<int64_t>(gridDim.y) * blockDim.x) {
-    scalar_t acc = static_cast<scalar_t>(0.0f);
-    for (int q = 0; q < count; ++q) acc = acc + g[sources[q] * frame_elems + e];
-    d[e] = acc;
-  }
-}
-
-at::Tensor gather_clips_backward_cuda(const at::Tensor& grad, const at::Tensor& indices, int64_t num_frames) {
-  const c10::cuda::CUDAGuard guard(grad.device());
-  const auto idx = check_backward(grad, indices, num_frames);
-  const auto g = grad.contiguous();
-  const int64_t batch = g.size(0), clips = g.size(1) * g.size(2);
-  const int64_t frame_elems = g.size(3) * g.size(4) * g.size(5);
-  auto out = at::empty({batch, num_frames, g.size(3), g.size(4), g.size(5)}, g.options());
-  if (out.numel() == 0) return out;
-  if (g.numel() == 0) return out.zero_();
-  const size_t shared = static_cast<size_t>(clips) * sizeof(int);
-  TORCH_CHECK(shared <= 48 * 1024, "rdfer::gather_clips_backward: at most 12288 frames per video, got ", clips);
-  const dim3 grid = frame_grid(batch * num_frames, ceil_div(frame_elems, kThreads));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "gather_clips_backward", [&] {
-    scatter_frames_kernel<scalar_t><<<grid, kThreads, shared, c10::cuda::getCurrentCUDAStream()>>>(
-        g.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(), clips, num_frames,
-        frame_elems);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rdfer, CUDA, m) {
@@ -378,7 +325,6 @@ TORCH_LIBRARY_IMPL(rdfer, CUDA, m) {
   m.impl("clip_indices", &clip_indices_cuda);
   m.impl("gather_clips", &gather_clips_cuda);
   m.impl("gather_clips_normalized", &gather_clips_normalized_cuda);
-  m.impl("gather_clips_backward", &gather_clips_backward_cuda);
 }
 
 }  // namespace rdfer

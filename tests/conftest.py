@@ -15,6 +15,9 @@ Skips. Tests marked `cuda` are skipped without a GPU. Any other skip (a missing 
 registry, no ../shared/datasets, a missing optional package) is a failure when CI=true, where a skip would
 hide coverage.
 
+Devices. A test that runs on a GPU is its CPU test parametrised by device (DEVICES, KERNEL_DEVICES below),
+with the tolerances of each device in one table (TOLERANCES), so a GPU run checks what the CPU run checks.
+
 Markers: `cuda` (needs a GPU), `slow` (over ~10 s on 2 CPU cores; `pytest -m "not slow"` for a quick run, CI
 runs everything).
 """
@@ -49,6 +52,52 @@ if not HAS_CUDA:
             del os.environ["TRITON_INTERPRET"]
         else:
             os.environ["TRITON_INTERPRET"] = _before
+
+
+# ------------------------------------------------------------------------------------------- devices
+
+# A test that runs on a GPU is its CPU test parametrised by device (as torchcodec's tests are), so the first
+# GPU run checks exactly what the CPU checks every day. DEVICES: the CPU always, the GPU marked `cuda`.
+CPU = pytest.param("cpu", id="cpu")
+CUDA = pytest.param("cuda", marks=pytest.mark.cuda, id="cuda")
+DEVICES = [CPU, CUDA]
+# The Triton kernels run on the CPU only under the interpreter, and this process decorates them for it only
+# without a GPU (above): on a GPU machine their CPU case would run no kernel, so only the GPU case is there.
+KERNEL_DEVICES = [CUDA] if HAS_CUDA else DEVICES
+
+# The tolerances of the comparisons that are not bit for bit, once per device.
+TOLERANCES = {
+    "cpu": {
+        # the agreement kernel's float statistics against the twin's
+        "agreement": {"rtol": 1e-6, "atol": 1e-6},
+        # the augmented gather against its twin, in uint8 levels: (largest difference, mean difference)
+        "augment_levels": (1, 1e-3),
+        # DALI's decode against the CPU loader's (PIL), in uint8 levels: (largest, mean); libjpeg-turbo on
+        # both sides, so only the resize differs
+        "dali_levels": (6, 0.5),
+    },
+    "cuda": {
+        "agreement": {"rtol": 1e-6, "atol": 1e-6},
+        "augment_levels": (1, 1e-3),
+        # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's
+        "dali_levels": (12, 2.0),
+    },
+}
+
+
+def tolerance(device, name: str):
+    """TOLERANCES[device][name] for a device name ('cuda:1' counts as 'cuda') or torch.device."""
+    return TOLERANCES[torch.device(device).type][name]
+
+
+def per_device(values: dict[str, list], devices=DEVICES) -> list:
+    """Parameters (device, *value) for each device of `devices` and each of values[device], marked as the
+    device is: for tests whose cases differ by device (a storage only a GPU has, sizes only a GPU runs)."""
+    return [
+        pytest.param(*p.values, *(v if isinstance(v, tuple) else (v,)), marks=p.marks)
+        for p in devices
+        for v in values[p.values[0]]
+    ]
 
 
 # ------------------------------------------------------------------------------------------- skips and writes

@@ -2,7 +2,7 @@
 extension is missing or was built for another torch.
 
 The toolkit finder runs on fake toolkit trees under tmp_path (an nvcc wrapper script, a symlink, a missing
-libcudart.so, a CUDA_HOME that is no toolkit); nothing here needs a compiler or a GPU, except the `cuda` test.
+libcudart.so, a CUDA_HOME that is no toolkit); nothing here needs a compiler or a GPU, except the `cuda` case.
 """
 
 import importlib.util
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from rdfer.ops import dispatch
 
@@ -168,7 +169,7 @@ def test_arch_suffixes_and_gencode_flags():
     ]
 
 
-@pytest.mark.parametrize("text", ["sm_80", "8", "8.0.1", "Hopper", "9.0b", "8.0+SASS", ";", ""])
+@pytest.mark.parametrize("text", ["sm_80", "8", "8.0.1", "Hoppr", "9.0b", "8.0+SASS", ";", ""])
 def test_invalid_arch_is_a_clear_error(text):
     with pytest.raises(ValueError, match="RDFER_CUDA_ARCHS") as error:
         eb.parse_archs(text)
@@ -176,6 +177,47 @@ def test_invalid_arch_is_a_clear_error(text):
 
 
 NVCC_13 = {f"sm_{n}" for n in (75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121)}
+
+
+def test_torch_arch_names_and_native_parse_as_torch_expands_them():
+    assert [str(a) for a in eb.parse_archs("Ampere;hopper")] == ["8.0", "8.6+PTX", "9.0+PTX"]
+    assert [str(a) for a in eb.parse_archs("Blackwell")] == ["10.0", "10.3", "12.0", "12.1+PTX"]
+    # native: each visible GPU once, the newest also as PTX.
+    assert [str(a) for a in eb.parse_archs("native", native=[(9, 0), (8, 0), (9, 0)])] == ["8.0", "9.0+PTX"]
+    with pytest.raises(ValueError, match="TORCH_CUDA_ARCH_LIST: 'native' needs a visible GPU"):
+        eb.parse_archs("native", "TORCH_CUDA_ARCH_LIST", native=[])
+
+
+def test_torch_cuda_arch_list_is_what_the_build_uses():
+    assert eb.build_archs({"TORCH_CUDA_ARCH_LIST": "8.0 9.0+PTX"}, NVCC_13) == (
+        [eb.Arch(8, 0), eb.Arch(9, 0, ptx=True)],
+        None,
+    )
+    # Unset or empty (torch reads an empty one as unset): the default.
+    default = eb.parse_archs(eb.DEFAULT_ARCHS)
+    assert (
+        eb.build_archs({"TORCH_CUDA_ARCH_LIST": " "}, NVCC_13)
+        == eb.build_archs({}, NVCC_13)
+        == (default, None)
+    )
+
+
+def test_rdfer_cuda_archs_is_an_alias_that_wins_and_says_so():
+    assert eb.build_archs({"RDFER_CUDA_ARCHS": "90a"}, NVCC_13) == ([eb.Arch(9, 0, "a")], None)
+    same = {"RDFER_CUDA_ARCHS": "80 90", "TORCH_CUDA_ARCH_LIST": "8.0;9.0"}  # one list in two spellings
+    assert eb.build_archs(same, NVCC_13) == ([eb.Arch(8, 0), eb.Arch(9, 0)], None)
+    both = {"RDFER_CUDA_ARCHS": "9.0", "TORCH_CUDA_ARCH_LIST": "Ampere"}
+    archs, note = eb.build_archs(both, NVCC_13)
+    assert archs == [eb.Arch(9, 0)]
+    assert note == "RDFER_CUDA_ARCHS='9.0' wins over TORCH_CUDA_ARCH_LIST='Ampere'"
+
+
+@pytest.mark.parametrize("variable", eb.ARCH_VARIABLES)
+def test_bad_arch_list_names_the_variable_it_came_from(variable):
+    with pytest.raises(ValueError, match=f"^{variable}: 'Hoppr' is not a CUDA architecture"):
+        eb.build_archs({variable: "8.0;Hoppr"}, NVCC_13)
+    with pytest.raises(ValueError, match=rf"^{variable}: this nvcc cannot compile for 13\.0"):
+        eb.build_archs({variable: "9.0;13.0+PTX"}, NVCC_13)
 
 
 def test_default_archs_embed_ptx_of_the_newest():
@@ -360,13 +402,20 @@ def check_extension(*args):
     )
 
 
-@pytest.mark.skipif(not BUILT, reason="rdfer._C is not built here (RDFER_SKIP_EXT=1)")
-def test_every_operator_of_the_extension_has_a_cpu_kernel():
-    result = check_extension("CPU")
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_operator_has_a_kernel_for_the_device_and_runs_there(device):
+    if device == "cpu" and not BUILT:  # on a GPU, a missing build is the failure this test is for
+        pytest.skip("rdfer._C is not built here (RDFER_SKIP_EXT=1)")
+    keys = ["CPU", "CUDA"] if device == "cuda" else ["CPU"]
+    result = check_extension(*keys)
     assert result.returncode == 0, result.stdout + result.stderr
     listed = next(line for line in result.stdout.splitlines() if " operators: " in line)
     assert "rdfer::gather_clips" in listed.split(" operators: ")[1].split(", ")
-    assert "OK: every operator has CPU kernels" in result.stdout
+    assert f"OK: every operator has {' and '.join(keys)} kernels" in result.stdout
+    frames = torch.randint(0, 255, (2, 8, 3, 5, 5), dtype=torch.uint8, device=device)
+    indices = torch.randint(0, 8, (2, 3, 4), device=device)
+    out = torch.ops.rdfer.gather_clips(frames, indices)  # "no kernel image" here means a missing architecture
+    assert torch.equal(out.cpu(), frames.cpu()[torch.arange(2).view(2, 1, 1), indices.cpu()])
 
 
 @pytest.mark.skipif(
@@ -377,13 +426,3 @@ def test_the_ci_check_fails_on_a_build_without_cuda():
     assert result.returncode == 1
     assert "FAIL: rdfer::gather_clips has no CUDA kernel" in result.stdout
     assert "FAIL: the build record lists no CUDA architectures" in result.stdout
-
-
-@pytest.mark.cuda
-def test_every_operator_has_a_cuda_kernel_and_runs_on_this_gpu():
-    result = check_extension("CPU", "CUDA")
-    assert result.returncode == 0, result.stdout + result.stderr
-    frames = torch.randint(0, 255, (2, 8, 3, 5, 5), dtype=torch.uint8, device="cuda")
-    indices = torch.randint(0, 8, (2, 3, 4), device="cuda")
-    out = torch.ops.rdfer.gather_clips(frames, indices)  # "no kernel image" here means a missing architecture
-    assert torch.equal(out.cpu(), frames.cpu()[torch.arange(2).view(2, 1, 1), indices.cpu()])

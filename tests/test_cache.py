@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import per_device
 
 from rdfer.config import ConfigError, from_dict, load_config
 from rdfer.data import cache as cache_module
@@ -70,10 +71,10 @@ def decodes(monkeypatch):
     return calls
 
 
-def cached(split, storage="host", workers=0, **kw):
+def cached(split, storage="host", workers=0, device="cpu", **kw):
     kw = {"num_frames": T, "image_size": SIZE, **kw}
     return make_cached_loader(
-        split, storage=storage, decoder="torch", device="cpu", workers=workers, progress=False, **kw
+        split, storage=storage, decoder="torch", device=device, workers=workers, progress=False, **kw
     )
 
 
@@ -97,18 +98,22 @@ def assert_same_batches(a_loader, b_loader) -> int:
 # ---- the batches ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("storage", ["host", "disk"])
+@pytest.mark.parametrize(
+    ("device", "storage"), per_device({"cpu": ["host", "disk"], "cuda": ["device", "host", "disk"]})
+)
 @pytest.mark.parametrize("workers", [0, 2])
-def test_cached_batches_are_the_cpu_loaders(data_root, storage, workers):
+def test_cached_batches_are_the_cpu_loaders(data_root, device, storage, workers):
     split = split_of(data_root)
     for train in (True, False):
         kw = dict(batch_size=3, train=train, seed=5, augment={"scale": (0.3, 1.0), "jitter": 0.3})
-        a, b = cpu(split, workers, **kw), cached(split, storage, workers, **kw)
+        a, b = cpu(split, workers, **kw), cached(split, storage, workers, device, **kw)
         assert len(a) == len(b)
         for epoch in (0, 1, 4):  # set_loader_epoch moves both to the same order and augmentation
             set_loader_epoch(a, epoch)
             set_loader_epoch(b, epoch)
-            assert_same_batches(a, b)
+            batches = list(b)
+            assert all(x["frames"].device.type == device for x in batches)
+            assert_same_batches(a, batches)
 
 
 def test_sharded_order_and_a_pass_left_midway(data_root):
@@ -406,31 +411,3 @@ def test_the_cache_switch_in_the_config():
     del old["data"]["cache"]
     old["data"]["cache_frames"] = True  # a checkpoint's config from before the frame cache
     assert from_dict(old).data.cache == "auto"
-
-
-# ---- on a GPU -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("storage", ["device", "host", "disk"])
-def test_gpu_batches_are_the_cpu_loaders(data_root, storage):
-    split = split_of(data_root)
-    for train in (True, False):
-        kw = dict(batch_size=3, train=train)
-        loader = make_cached_loader(
-            split,
-            storage=storage,
-            decoder="torch",
-            device="cuda",
-            workers=0,
-            progress=False,
-            num_frames=T,
-            image_size=SIZE,
-            **kw,
-        )
-        for epoch in (0, 2):
-            set_loader_epoch(loader, epoch)
-            batches = list(loader)
-            assert all(b["frames"].is_cuda for b in batches)
-            assert_same_batches(cpu(split, epoch=epoch, **kw), batches)

@@ -1,29 +1,20 @@
 """Key-expression re-sampling (docs/method.md §2): the twins worked by hand, the C++/CUDA op held to them.
 
-The op must give bit-identical positions, indices and gathers (torch.equal, no tolerance); only gradients
-summed over duplicate indices may differ by summation order.
+The op must give bit-identical positions, indices and gathers (torch.equal, no tolerance). The ops have no
+gradient: the public gather sends frames that need one to the twin.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from rdfer.ops import dispatch, resample
 from rdfer.ops.resample import clip_indices_reference, gather_clips_reference, key_positions_reference
 
 HAS_EXT = dispatch.extension() is not None
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason="rdfer._C not built (RDFER_SKIP_EXT=1?)")
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-        ],
-    ),
-]
 
 
 def _ops(device: str):
@@ -117,8 +108,8 @@ def test_dispatch_rule(monkeypatch):
         resample._fast("cpu")
 
 
-@needs_ext
-def test_public_functions_use_the_op(monkeypatch):
+def spy_on_ops(monkeypatch) -> list[str]:
+    """The names of the torch.ops.rdfer ops called from now on, in order."""
     calls = []
     real = torch.ops.rdfer
 
@@ -128,6 +119,12 @@ def test_public_functions_use_the_op(monkeypatch):
             return getattr(real, name)
 
     monkeypatch.setattr(torch.ops, "rdfer", Spy(), raising=False)
+    return calls
+
+
+@needs_ext
+def test_public_functions_use_the_op(monkeypatch):
+    calls = spy_on_ops(monkeypatch)
     probs = torch.rand(2, 16, 7, generator=_gen(1))
     positions, _ = resample.key_positions(probs, 4, 64)
     idx = resample.clip_indices(positions, torch.full((2, 4), 2.0), 4, 64)
@@ -336,68 +333,31 @@ def test_clear_errors():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Gradients
+# Gradients: the twin's
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _grads(fn, frames: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
-    x = frames.detach().clone().requires_grad_()
-    fn(x).backward(upstream)
-    return x.grad
-
-
 @needs_ext
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("normalized", [False, True])
-def test_backward_matches_twin(device, dtype, normalized):
-    ops = _ops(device)
-    frames = _frames("contiguous", dtype, 3, 5, device, seed=21)
-    idx = _indices(3, 4, 4, 5, device, seed=22)  # T=5 < 16 gathered frames: duplicates everywhere
-    mean, std = torch.tensor([0.1, -0.2, 0.3], device=device), torch.tensor([0.5, 2.0, 0.7], device=device)
-    if normalized:
-        out_dtype = torch.bfloat16
-
-        def op(x):
-            return ops.gather_clips_normalized(x, idx, mean, std, out_dtype)
-
-        def twin(x):
-            return gather_clips_reference(x, idx, mean, std, out_dtype)
-    else:
-        out_dtype = dtype
-
-        def op(x):
-            return ops.gather_clips(x, idx)
-
-        def twin(x):
-            return gather_clips_reference(x, idx)
-
-    upstream = torch.randn(3, 4, 4, 3, 7, 5, generator=_gen(23)).to(device, out_dtype)
-    got, want = _grads(op, frames, upstream), _grads(twin, frames, upstream)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    if device == "cpu":
-        # Same summation order as the CPU twin's index_put_(accumulate=True): identical.
-        assert torch.equal(got, want)
-    else:
-        # Duplicates summed in another order than the CUDA twin's sort-based accumulation.
-        tol = 1e-6 if dtype == torch.float32 else 1e-2
-        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
-
-
-@needs_ext
-@pytest.mark.parametrize("device", DEVICES)
-def test_op_gradcheck(device):
-    ops = _ops(device)
-    frames = torch.randn(2, 5, 2, 3, 2, dtype=torch.float64, generator=_gen(31)).to(device).requires_grad_()
-    idx = torch.tensor([[[0, 4, 4], [1, 1, -3]], [[3, 0, 3], [4, 4, 4]]], device=device)
-    assert torch.autograd.gradcheck(lambda f: ops.gather_clips(f, idx), (frames,))
-    assert torch.autograd.gradgradcheck(lambda f: ops.gather_clips(f, idx), (frames,))
+def test_gather_that_needs_a_gradient_runs_the_twin(monkeypatch):
+    calls = spy_on_ops(monkeypatch)
+    frames = torch.randn(2, 5, 3, 2, 2, dtype=torch.float64, generator=_gen(21))
+    idx = _indices(2, 4, 4, 5, "cpu", seed=22)  # T=5 < 16 gathered frames: duplicates everywhere
+    mean, std = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), torch.tensor([0.5, 2.0, 0.7])
+    for args in [(), (mean, std)]:
+        x, y = frames.clone().requires_grad_(), frames.clone().requires_grad_()
+        resample.gather_clips(x, idx, *args).sum().backward()
+        gather_clips_reference(y, idx, *args).sum().backward()
+        assert torch.equal(x.grad, y.grad)
+    assert calls == []
+    with torch.no_grad():  # nothing needs a gradient: the op again
+        resample.gather_clips(frames.requires_grad_(), idx)
+    assert calls == ["gather_clips"]
 
 
 @needs_ext
 def test_opcheck_and_compile():
-    """Fake kernels and autograd registrations hold under torch.library.opcheck and torch.compile."""
-    frames = torch.randn(2, 6, 3, 4, 4, requires_grad=True)
+    """Fake kernels hold under torch.library.opcheck and torch.compile."""
+    frames = torch.randn(2, 6, 3, 4, 4)
     frames_u8 = torch.randint(0, 256, (2, 6, 3, 4, 4), dtype=torch.uint8)
     idx = torch.tensor([[[0, 5], [5, 5]], [[1, 2], [3, 0]]])
     mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.4])
@@ -413,7 +373,6 @@ def test_opcheck_and_compile():
             ops.gather_clips_augmented,
             (frames_u8, idx, torch.tensor([[1, 0, 3, 4, 1, 1.2, 0.8, 1.1]] * 2), mean, std, torch.bfloat16),
         ),
-        (ops.gather_clips_backward, (torch.randn(2, 2, 2, 3, 4, 4, requires_grad=True), idx, 6)),
     ]:
         torch.library.opcheck(op, args, test_utils=checks)
 
@@ -424,12 +383,12 @@ def test_opcheck_and_compile():
 
     probs = torch.rand(2, 16, 7, generator=_gen(41))
     compiled = torch.compile(detail_input, backend="aot_eager", fullgraph=True)
-    got = compiled(probs, frames)
     positions = key_positions_reference(probs, 2, 6)[0]
-    want = gather_clips_reference(
-        frames, clip_indices_reference(positions, torch.full((2, 2), 2.0), 2, 6), mean, std
-    )
-    assert torch.equal(got, want) and got.stride() == want.stride()
+    idx = clip_indices_reference(positions, torch.full((2, 2), 2.0), 2, 6)
+    for x in (frames_u8, frames.requires_grad_()):  # the op's gather; the twin's, for the gradient
+        got = compiled(probs, x)
+        want = gather_clips_reference(x, idx, mean, std)
+        assert torch.equal(got, want) and got.stride() == want.stride()
     (g_compiled,) = torch.autograd.grad(got.sum(), frames)
     (g_twin,) = torch.autograd.grad(want.sum(), frames)
     assert torch.equal(g_compiled, g_twin)

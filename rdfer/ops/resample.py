@@ -148,10 +148,11 @@ def gather_clips(
     std: Tensor | None = None,
     out_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """See gather_clips_reference. Float frames are differentiable on both paths; mean and std are constants
-    of the fast path, so a mean or std that requires grad goes to the twin."""
-    constants_need_grad = mean is not None and (mean.requires_grad or std is not None and std.requires_grad)
-    if not _fast(frames.device) or constants_need_grad:
+    """See gather_clips_reference. The ops have no gradient (the model gathers uint8 frames), so frames, mean
+    or std that require grad go to the twin, which is differentiable."""
+    tensors = (frames, mean, std)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if not _fast(frames.device) or needs_grad:
         return gather_clips_reference(frames, indices, mean, std, out_dtype)
     if mean is None:
         return torch.ops.rdfer.gather_clips(frames, indices)
@@ -216,60 +217,6 @@ def _register_fakes() -> None:
     def _(frames, indices, params, mean, std, out_dtype):
         return normalized_like(frames, indices, out_dtype)
 
-    @torch.library.register_fake(lib + "gather_clips_backward")
-    def _(grad, indices, num_frames):
-        b, _, _, c, h, w = grad.shape
-        return grad.new_empty((b, num_frames, c, h, w))
-
-
-def _register_autograd() -> None:
-    """The gather ops' autograd formulas.
-
-    torch.library.register_autograd rather than an autograd.Function: the formula then belongs to the operator
-    itself, so torch.ops.rdfer.gather_clips is differentiable however it is called, and torch.compile sees
-    one opaque op with a registered backward instead of tracing a Python Function."""
-    lib = "rdfer::"
-
-    def gather_setup(ctx, inputs, output):
-        frames, indices = inputs
-        ctx.save_for_backward(indices)
-        ctx.num_frames = frames.shape[1]
-
-    def gather_backward(ctx, grad):
-        (indices,) = ctx.saved_tensors
-        return torch.ops.rdfer.gather_clips_backward(grad, indices, ctx.num_frames), None
-
-    def normalized_setup(ctx, inputs, output):
-        frames, indices, mean, std, out_dtype = inputs
-        ctx.save_for_backward(indices, std)
-        ctx.num_frames = frames.shape[1]
-        ctx.frames_dtype = frames.dtype
-
-    def normalized_backward(ctx, grad):
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            raise NotImplementedError("rdfer::gather_clips_normalized has no gradient for mean or std")
-        indices, std = ctx.saved_tensors
-        # The twin's chain in reverse: .to(out_dtype) -> / std -> - mean -> .float() -> gather.
-        std = std.to(grad.device, torch.float32).reshape(1, 1, 1, -1, 1, 1)
-        g = (grad.float() / std).to(ctx.frames_dtype)
-        return torch.ops.rdfer.gather_clips_backward(g, indices, ctx.num_frames), None, None, None, None
-
-    def scatter_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-
-    def scatter_backward(ctx, grad):
-        (indices,) = ctx.saved_tensors
-        return torch.ops.rdfer.gather_clips(grad, indices), None, None
-
-    torch.library.register_autograd(lib + "gather_clips", gather_backward, setup_context=gather_setup)
-    torch.library.register_autograd(
-        lib + "gather_clips_normalized", normalized_backward, setup_context=normalized_setup
-    )
-    torch.library.register_autograd(
-        lib + "gather_clips_backward", scatter_backward, setup_context=scatter_setup
-    )
-
 
 if dispatch.extension() is not None:
     _register_fakes()
-    _register_autograd()
