@@ -31,12 +31,17 @@ def write_after_run(request, lines: list[str]) -> None:
             reporter.write_line(line)
 
 
-def kernel_summary(title: str, seconds: dict, nbytes: dict, inner: int, ms: bool) -> list[str]:
-    """One line per case: each implementation's time per call and bandwidth, then the kernel's speed-up over
-    eager and compiled PyTorch. seconds[case][impl] is one timed round of `inner` calls; nbytes[case] the
-    bytes a call moves; `ms` prints milliseconds (else microseconds)."""
+def kernel_summary(what: str, seconds: dict, nbytes: dict, inner: int, ms: bool) -> list[str]:
+    """A title (`what` on the device), then one line per case: each implementation's time per call and
+    bandwidth, then the kernel's speed-up over eager and compiled PyTorch; nothing when nothing was timed.
+    seconds[case][impl] is one timed round of `inner` calls; nbytes[case] the bytes a call moves; `ms` prints
+    milliseconds (else microseconds)."""
+    if not seconds:
+        return []
     scale, unit = (1e3, "ms") if ms else (1e6, "us")
-    lines = [title]
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    name = gpu or "CPU (Triton interpreter: not a kernel timing)"
+    lines = [f"{what} on {name}: {unit} per call, GB/s, kernel speed-up"]
     for case, by_impl in seconds.items():
         line = f"  {case!s:<22}" + "".join(
             f" {impl} {s / inner * scale:9.3f} {unit} {nbytes[case] / s / 1e9:7.2f} GB/s"

@@ -85,17 +85,10 @@ def _impl(impl: str, inputs: list[torch.Tensor]) -> Callable[[], None]:
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
     yield
-    if not _SECONDS:
-        return
-    name = torch.cuda.get_device_name() if GPU else "CPU (Triton interpreter: not a kernel timing)"
-    lines = kernel_summary(
-        f"attention gate fwd+bwd, D={DIM} H={HEADS} on {name}: ms per call, GB/s, kernel speed-up",
-        _SECONDS,
-        _BYTES,
-        INNER,
-        ms=True,
+    write_after_run(
+        request,
+        kernel_summary(f"attention gate fwd+bwd, D={DIM} H={HEADS}", _SECONDS, _BYTES, INNER, ms=True),
     )
-    write_after_run(request, lines)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
