@@ -90,7 +90,7 @@ def train(
     run is refused unless `overwrite` (its files are then replaced as this run writes its own, never before).
     `resume` continues a checkpoint (last.pt); with a larger optim.epochs it extends a run. Under torchrun
     every process calls this; rank 0 logs, writes checkpoints and returns the summary. `make_selector`
-    replaces rdfer.robust.selector.make_selector (same arguments), e.g. the noise experiment's oracle;
+    replaces rdfer.robust.selection.make_selector (same arguments), e.g. the noise experiment's oracle;
     `make_model` (config, classes) replaces RDFER, e.g. the architecture experiment's variants."""
     lock = check_out(Path(cfg.run.out), resume is not None, overwrite, lock=distributed.from_env().main)
     try:

@@ -8,6 +8,9 @@ samples into clean and suspect (DivideMix's small-loss split): the suspects are 
 with the mean loss as their noise score. With robust.exclude they also train with robust.noisy_weight (0:
 left out) in the next epoch, re-decided every epoch; measured, leaving them out lost to keeping them
 (README, Noise robustness), so by default every weight stays 1.
+
+`make_selector` is the factory the training loop calls with the robust section (the method a config picks);
+`restored_selector` reads a finished run's selector back from its checkpoint.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the training loop asks of a robust-training method (a "selector"), and which one a config picks.
+"""What the training loop asks of a robust-training method (a "selector"), and the base the methods share.
 
 A selector keeps per-training-sample statistics and turns them into loss weights and targets. The loop calls,
 in this order:
