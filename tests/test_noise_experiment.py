@@ -71,11 +71,15 @@ def test_no_noisy_samples_leave_auroc_and_precision_undefined():
     assert f["precision"] == 0.0 and f["recall"] is None and f["hard_flagged_noisy"] == 0.0
 
 
-def test_unknown_setting_or_preset_is_a_clear_error(capsys):
+def test_unknown_setting_seed_or_preset_is_a_clear_error(capsys):
     assert noise.main(["--settings", "symmetric-50", "--out", "unused"]) == 2
     assert "symmetric-50" in capsys.readouterr().err
     assert noise.main(["--methods", "mixup", "--out", "unused"]) == 2
     assert "mixup" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error
+        noise.main(["--noise-seeds", "0,a", "--out", "unused"])
+    assert usage.value.code == 2
+    assert "--noise-seeds: takes comma-separated integers, got '0,a'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         noise.main(["--preset", "huge"])
 

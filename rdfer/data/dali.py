@@ -75,8 +75,6 @@ def _read_bytes(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read the file ({e})") from e
 
 
-
-
 class DaliClipLoader(PositionBatchLoader):
     """Batches as make_loader's (the module doc of rdfer.data.loader), with 'frames' on `device`.
 

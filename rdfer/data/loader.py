@@ -61,8 +61,6 @@ def _clip_tensor(path: Path, num_frames: int, size: int) -> torch.Tensor:
     return torch.from_numpy(load_clip_frames(path, num_frames, size)).permute(0, 3, 1, 2)
 
 
-
-
 class _DecodeEach(Dataset):
     def __init__(self, paths: list[Path], num_frames: int, size: int) -> None:
         self.paths, self.num_frames, self.size = paths, num_frames, size

@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         help=f"comma-separated subset of {','.join(VARIANTS)} (default: all but top-class-clips)",
     )
-    p.add_argument("--seeds", help="comma-separated training seeds (default: the preset's)")
+    p.add_argument(
+        "--seeds", type=common.int_list, help="comma-separated training seeds (default: the preset's)"
+    )
     p.add_argument(
         "--settings", help="comma-separated label-noise settings (default symmetric-0,symmetric-20)"
     )
@@ -252,16 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     split, command = common.comma_list, common.start("rdfer.experiments.architecture", argv, args.threads)
     try:
-        seeds = common.int_list(args.seeds)
-    except ValueError:
-        print(f"error: --seeds takes comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
-    try:
         report = run_experiment(
             args.preset,
             args.out or f"runs/architecture-{args.preset}",
             split(args.variants),
-            seeds,
+            args.seeds,
             split(args.settings),
             args.overrides,
             args.noise_seed,

@@ -76,9 +76,12 @@ def seed_stat(runs: list[dict], get) -> tuple[float, float, int] | None:
 
 
 def int_list(text: str | None) -> list[int] | None:
-    """'0, 1,2' -> [0, 1, 2]; None stays None; ValueError for anything but integers."""
+    """'0, 1,2' -> [0, 1, 2]; None stays None. An argparse type: anything but integers is a usage error."""
     names = comma_list(text)
-    return None if names is None else [int(s) for s in names]
+    try:
+        return None if names is None else [int(s) for s in names]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes comma-separated integers, got {text!r}") from None
 
 
 def describe(base: Config, command: str | None, splits, preset_overrides: list[str]) -> dict:

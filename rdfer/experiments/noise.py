@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})",
     )
     p.add_argument(
-        "--noise-seeds", help="comma-separated seeds of the label flips (default: the preset's, 0,1,2)"
+        "--noise-seeds",
+        type=common.int_list,
+        help="comma-separated seeds of the label flips (default: the preset's, 0,1,2)",
     )
     p.add_argument(
         "--jobs",
@@ -347,18 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     command = common.start("rdfer.experiments.noise", argv, 1)
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(os.sched_getaffinity(0)))
     try:
-        seeds = common.int_list(args.noise_seeds)
-    except ValueError:
-        print(f"error: --noise-seeds takes integers, got {args.noise_seeds!r}", file=sys.stderr)
-        return 2
-    try:
         report = run_experiment(
             args.preset,
             args.out or f"runs/noise-{args.preset}",
             split(args.settings),
             split(args.methods),
             args.overrides,
-            seeds,
+            args.noise_seeds,
             not args.no_progress and sys.stderr.isatty(),
             command.strip(),
             max(jobs, 1),
