@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rdfer import checkpoint, distributed, environment, runtime, stopping
-from rdfer import resume as _resume
+from rdfer import resume as _resume  # train() has an argument named resume
 from rdfer.config import Config
 from rdfer.data.loader import SkipReport, set_loader_epoch
 from rdfer.data.prepare import build_loader, check_loader, check_splits, load_splits
