@@ -85,9 +85,15 @@ def _cuda_toolkit(torch, forced: bool):
     return None
 
 
+def _visible_gpus(torch) -> list[tuple[int, int]]:
+    return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+
+
 def _gencode(torch, toolkit) -> tuple[list[str], list]:
     nvcc = os.path.join(toolkit.home, "bin", "nvcc")
-    visible = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]  # for "native"
+    requested = extension_build.requested_archs(os.environ)[0] or ""
+    # The visible GPUs are what "native" stands for; asked only then (the query starts CUDA in this process).
+    visible = _visible_gpus(torch) if "native" in requested.lower() else None
     try:
         archs, note = extension_build.build_archs(os.environ, extension_build.nvcc_supported(nvcc), visible)
     except ValueError as e:

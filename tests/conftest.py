@@ -56,8 +56,7 @@ if not HAS_CUDA:
 
 # ------------------------------------------------------------------------------------------- devices
 
-# A test that runs on a GPU is its CPU test parametrised by device (as torchcodec's tests are), so the first
-# GPU run checks exactly what the CPU checks every day. DEVICES: the CPU always, the GPU marked `cuda`.
+# As torchcodec's tests do (module doc). DEVICES: the CPU always, the GPU marked `cuda`.
 CPU = pytest.param("cpu", id="cpu")
 CUDA = pytest.param("cuda", marks=pytest.mark.cuda, id="cuda")
 DEVICES = [CPU, CUDA]
