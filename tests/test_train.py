@@ -7,11 +7,13 @@ import pytest
 import torch
 
 import rdfer.evaluation
-from rdfer import checkpoint, load_model
+from rdfer import checkpoint, distributed, load_model, resume
 from rdfer import training as train_module
 from rdfer.config import ConfigError, load_config
+from rdfer.data.prepare import load_splits
 from rdfer.evaluate import main as evaluate_main
 from rdfer.metrics import confusion_matrix
+from rdfer.optimization import lr_lambda
 from rdfer.train import main as train_main
 from rdfer.train import parse_folds, train, train_folds
 from rdfer.training import TrainingError
@@ -106,6 +108,22 @@ def test_a_half_written_checkpoint_is_never_read(tiny_config, tmp_path, monkeypa
     with pytest.raises(ValueError, match="broken.pt: not a readable checkpoint"):
         checkpoint.load(tmp_path / "broken.pt")
     assert train(cfg, resume=tmp_path / "last.pt", progress=False)["last_epoch"]["epoch"] == 2
+
+
+def test_an_extended_run_is_built_for_its_checkpoint(tiny_config, tmp_path):
+    # The selector keeps the epochs it was planned for (its warm-up is a share of them); the schedule falls
+    # from the rate the run had reached, not from a fresh warm-up.
+    warmup = "optim.warmup_epochs=0.4"  # so that one epoch ends its cosine, where a fresh plan would not be
+    done = train(tiny_config(tmp_path, "optim.epochs=1", warmup), progress=False)
+    longer = tiny_config(tmp_path, "optim.epochs=10", warmup)
+    start = resume.read(tmp_path / "last.pt", longer)
+    split = load_splits(longer.data, progress=False)[0]
+    run = train_module.learner(longer, distributed.World(), torch.device("cpu"), split, start=start)
+    assert run.selector.epochs == 1
+    steps = done["history"][0]["train_clips"] // longer.data.batch_size
+    reached = lr_lambda(start.config.optim, steps)(steps)
+    assert run.scheduler.lr_lambdas[0](steps) == pytest.approx(reached)
+    assert lr_lambda(longer.optim, steps)(steps) != pytest.approx(reached)  # a fresh plan would differ
 
 
 def test_resume_with_another_config_is_refused(tiny_config, tmp_path):
